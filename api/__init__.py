@@ -1,0 +1,1 @@
+"""FastAPI application and web control page (not yet implemented; see the product-surface issue)."""

@@ -1,0 +1,1 @@
+"""Demonstration datasets in the LeRobot v3 layout, written atomically one episode at a time."""

@@ -1,0 +1,223 @@
+"""Scripted grasping expert with privileged state: approach, descend, close, lift, hold.
+
+The expert follows a time-parameterised Cartesian plan (minimum-jerk segments, tool pointing down, grasp yaw
+taken from the object) solved to joint targets by damped least-squares IK. While approaching and descending it
+re-reads the target's pose every step, so a nudged object is followed. With probability `noise_prob` an episode
+gets smooth perturbations of the executed motion (DART-style): the recorded label stays the clean plan, so the
+data holds recoveries back onto it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik
+from robot.sim.catalogue import Shape
+from robot.sim.env import PickEnv
+from robot.sim.mjcf import GRIPPER_STROKE, TCP_OFFSET
+
+F64 = npt.NDArray[np.float64]
+
+
+class Phase(StrEnum):
+    """Stages of the expert's plan."""
+
+    APPROACH = "approach"
+    DESCEND = "descend"
+    CLOSE = "close"
+    LIFT = "lift"
+    HOLD = "hold"
+
+
+@dataclass(frozen=True)
+class ExpertConfig:
+    """Expert plan settings.
+
+    approach_height: metres above the object's top for the pre-grasp pose; approach_speed: m/s average TCP speed
+    to the pre-grasp pose (at least `min_approach_s` seconds); descend_s, close_s, lift_s: seconds per phase;
+    lift_height: metres the TCP rises from the grasp; noise_prob: share of episodes with perturbations;
+    noise_pos: metres, largest perturbation; noise_yaw: radians, largest yaw perturbation.
+    """
+
+    approach_height: float = 0.10
+    approach_speed: float = 0.30
+    min_approach_s: float = 1.2
+    descend_s: float = 1.0
+    close_s: float = 0.8
+    lift_s: float = 1.4
+    lift_height: float = 0.20
+    noise_prob: float = 0.3
+    noise_pos: float = 0.03
+    noise_yaw: float = 0.15
+
+    def __post_init__(self) -> None:
+        for name in ("approach_height", "approach_speed", "min_approach_s", "descend_s", "close_s", "lift_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ExpertConfig.{name} must be positive, got {getattr(self, name)}")
+        if not 0.10 < self.lift_height <= 0.4:
+            raise ValueError(f"lift_height must be within (0.10, 0.4] m to count as a lift, got {self.lift_height}")
+        if not 0 <= self.noise_prob <= 1 or not 0 <= self.noise_pos <= 0.1 or not 0 <= self.noise_yaw <= 0.5:
+            raise ValueError("noise_prob within [0, 1], noise_pos within [0, 0.1] m, noise_yaw within [0, 0.5] rad")
+
+
+@dataclass(frozen=True)
+class ExpertStep:
+    """One decision: `label` is the clean action to learn (7: joints radians + gripper metres), `executed` the
+    action actually sent (differs from the label while a perturbation is active)."""
+
+    label: npt.NDArray[np.float32]
+    executed: npt.NDArray[np.float32]
+    phase: Phase
+
+
+def _min_jerk(s: float) -> float:
+    s = min(max(s, 0.0), 1.0)
+    return s * s * s * (10.0 - 15.0 * s + 6.0 * s * s)
+
+
+def down_rotation(axis_yaw: float) -> F64:
+    """Tool rotation pointing down whose finger (y) axis lies along `axis_yaw` radians in the table plane."""
+    c, s = math.cos(axis_yaw), math.sin(axis_yaw)
+    return np.array([[-s, c, 0.0], [c, s, 0.0], [0.0, 0.0, -1.0]])
+
+
+def _wrap(angle: float) -> float:
+    return (angle + math.pi) % (2 * math.pi) - math.pi
+
+
+class ScriptedExpert:
+    """Grasps `env.target`. Call `reset` after `env.reset`, then `act` once per control step."""
+
+    def __init__(self, env: PickEnv, config: ExpertConfig | None = None) -> None:
+        self.env = env
+        self.config = config or ExpertConfig()
+
+    def reset(self, seed: int) -> None:
+        """Plan from the arm's current pose; `seed` draws the perturbations."""
+        env = self.env
+        cfg = self.config
+        self._rng = np.random.default_rng([seed, 2])
+        self._q_label = env.joint_command
+        start = forward(self._q_label, TCP_OFFSET)
+        self._start_pos, self._start_rot = start[:3, 3].copy(), start[:3, :3].copy()
+        self._t = 0.0
+        self._phase = Phase.APPROACH
+        self._phase_t0 = 0.0
+        obj = env.scene.find(env.target) if env.scene else None
+        if obj is None:
+            raise RuntimeError("reset the environment before the expert")
+        self._shape = obj.kind.spec
+        self._is_cube = obj.kind.shape == Shape.CUBE
+        pre = self._pregrasp_pos()
+        dist = float(np.linalg.norm(pre - self._start_pos))
+        self._approach_s = max(cfg.min_approach_s, dist / cfg.approach_speed)
+        self._axis_yaw = self._choose_axis_yaw()
+        self._perturb: tuple[float, float, F64, float] | None = None
+        if self._rng.random() < cfg.noise_prob:
+            t0 = float(self._rng.uniform(0.2, 0.8) * self._approach_s)
+            dur = float(self._rng.uniform(0.5, 1.0))
+            offset = self._rng.uniform(-cfg.noise_pos, cfg.noise_pos, size=3)
+            offset[2] = abs(offset[2])  # never push down into the scene
+            self._perturb = (t0, dur, offset, float(self._rng.uniform(-cfg.noise_yaw, cfg.noise_yaw)))
+
+    # ------------------------------------------------------------ geometry of the grasp
+    def _target_pos(self) -> F64:
+        return self.env.object_position(self.env.target)
+
+    def _grasp_z(self) -> float:
+        hz = self._shape.half_extents[2]
+        rest_centre = hz
+        return max(0.022, min(rest_centre, 2 * hz - 0.025))
+
+    def _pregrasp_pos(self) -> F64:
+        p = self._target_pos()
+        return np.array([p[0], p[1], 2 * self._shape.half_extents[2] + self.config.approach_height])
+
+    def _choose_axis_yaw(self) -> float:
+        """Finger axis yaw for the object, among its symmetric equivalents the closest to the current tool."""
+        tool_y = self._start_rot[:, 1]
+        current = math.atan2(tool_y[1], tool_y[0])
+        if self._shape.yaw_symmetric:
+            base, period = current, math.pi
+        else:
+            base = self.env.object_yaw(self.env.target) + self._shape.grasp_axis_yaw
+            period = math.pi / 2 if self._is_cube else math.pi
+        k = round((current - base) / period)
+        return base + k * period
+
+    def _rotation(self, s: float) -> F64:
+        goal = down_rotation(self._axis_yaw)
+        delta = matrix_to_axis_angle(self._start_rot.T @ goal)
+        return self._start_rot @ axis_angle_to_matrix(delta * s)
+
+    # ------------------------------------------------------------ plan
+    def _plan(self, t: float) -> tuple[F64, F64, float, Phase]:
+        """Clean TCP position, rotation and gripper opening at plan time `t` seconds."""
+        cfg = self.config
+        t_desc = self._approach_s
+        t_close = t_desc + cfg.descend_s
+        t_lift = t_close + cfg.close_s
+        t_hold = t_lift + cfg.lift_s
+        rot = self._rotation(_min_jerk(t / self._approach_s))
+        if t < t_desc:
+            s = _min_jerk(t / self._approach_s)
+            pos = self._start_pos + s * (self._pregrasp_pos() - self._start_pos)
+            return pos, rot, GRIPPER_STROKE, Phase.APPROACH
+        obj = self._target_pos()
+        grasp = np.array([obj[0], obj[1], self._grasp_z()])
+        if t < t_close:
+            s = _min_jerk((t - t_desc) / cfg.descend_s)
+            pre = self._pregrasp_pos()
+            self._grasp_pos = pre + s * (grasp - pre)
+            return self._grasp_pos.copy(), rot, GRIPPER_STROKE, Phase.DESCEND
+        if t < t_lift:
+            return self._grasp_pos.copy(), rot, 0.0, Phase.CLOSE
+        s = _min_jerk((t - t_lift) / cfg.lift_s)
+        pos = self._grasp_pos + np.array([0.0, 0.0, s * cfg.lift_height])
+        return pos, rot, 0.0, Phase.LIFT if t < t_hold else Phase.HOLD
+
+    def act(self) -> ExpertStep:
+        """The next action, advancing the plan by one control period."""
+        dt = self.env.config.control_dt
+        self._t += dt
+        pos, rot, grip, phase = self._plan(self._t)
+        target = np.eye(4)
+        target[:3, :3], target[:3, 3] = rot, pos
+        self._q_label = self._ik(target, self._q_label)
+        q_exec = self._q_label
+        if self._perturb is not None:
+            t0, dur, offset, dyaw = self._perturb
+            if t0 <= self._t <= t0 + dur:
+                bump = math.sin(math.pi * (self._t - t0) / dur)
+                noisy = target.copy()
+                noisy[:3, 3] += bump * offset
+                c, s = math.cos(bump * dyaw), math.sin(bump * dyaw)
+                noisy[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ rot
+                q_exec = self._ik(noisy, self._q_label)
+        label = np.append(self._q_label, grip).astype(np.float32)
+        executed = np.append(q_exec, grip).astype(np.float32)
+        return ExpertStep(label, executed, phase)
+
+    @staticmethod
+    def _ik(target: F64, q_init: F64) -> F64:
+        try:
+            return solve_ik(target, q_init, tcp_offset=TCP_OFFSET)
+        except IKError:
+            return q_init  # unreachable waypoint: hold; the episode then times out and is reported as such
+
+
+def axis_yaw_error(env: PickEnv) -> float:
+    """Radians between the tool's finger axis and the target's grasp axis, modulo the object's symmetry."""
+    obj = env.scene.find(env.target) if env.scene else None
+    if obj is None:
+        raise RuntimeError("reset the environment first")
+    rot = forward(env.joints, TCP_OFFSET)[:3, :3]
+    tool = math.atan2(rot[1, 1], rot[0, 1])
+    want = env.object_yaw(env.target) + obj.kind.spec.grasp_axis_yaw
+    period = math.pi / 2 if obj.kind.shape == Shape.CUBE else math.pi
+    return abs(_wrap((tool - want) * (2 * math.pi / period)) / (2 * math.pi / period))
