@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fresh-machine setup: system packages for headless rendering, then .venv with the CPU torch wheel first and the
+# project with its development extras. Idempotent; `make setup` runs it when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+    echo "installing system packages for headless rendering: ${need[*]}"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    elif command -v sudo >/dev/null; then
+        sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "warning: cannot install ${need[*]} (not root, no sudo); rendering tests will fail" >&2
+    fi
+fi
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The CPU wheel of torch first: any other resolution of `torch` downloads a CUDA build of several GB.
+.venv/bin/python -m pip install -q torch==2.13.0
+.venv/bin/python -m pip install -q -e ".[dev]"
+touch .venv/.installed
+echo "setup done: .venv ready"
