@@ -29,7 +29,9 @@ class DemoResult:
     video: Path
 
 
-def run_demo(target: str, out: Path, *, seed: int = 0, n_objects: int = 4, cell: CellConfig | None = None) -> DemoResult:
+def run_demo(
+    target: str, out: Path, *, seed: int = 0, n_objects: int = 4, cell: CellConfig | None = None
+) -> DemoResult:
     """Build a scene of `n_objects` holding `target` ("red cube"), let the expert pick it, write `out` (mp4)."""
     kind = parse_object_name(target)
     rng = np.random.default_rng(seed)

@@ -100,8 +100,8 @@ def rotation_error(current: FloatArray, target: FloatArray) -> FloatArray:
         m = (r + np.eye(3)) / 2.0
         col = int(np.argmax(np.diag(m)))
         ax = m[:, col] / np.sqrt(max(m[col, col], 1e-12))
-        return ax * angle
-    return axis / (2.0 * np.sin(angle)) * angle
+        return np.asarray(ax * angle, dtype=np.float64)
+    return np.asarray(axis / (2.0 * np.sin(angle)) * angle, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ def axis_angle_to_matrix(rotvec: npt.ArrayLike) -> FloatArray:
         return np.eye(3)
     k = v / angle
     kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx)
+    return np.asarray(np.eye(3) + np.sin(angle) * kx + (1.0 - np.cos(angle)) * (kx @ kx), dtype=np.float64)
 
 
 def matrix_to_axis_angle(rot: FloatArray) -> FloatArray:

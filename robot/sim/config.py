@@ -7,7 +7,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from robot.intrinsics import D435_COLOUR_640x480, CameraIntrinsics
+from robot.intrinsics import CameraIntrinsics, D435_COLOUR_640x480
 from robot.kinematics import UR5E_MAX_JOINT_SPEED
 from robot.sim.outcome import OutcomeRules
 from robot.sim.scene import SceneRequest
@@ -91,7 +91,7 @@ class CellConfig:
     @property
     def substeps(self) -> int:
         """Physics steps per control step."""
-        return int(round(self.control_dt / self.physics_dt))
+        return round(self.control_dt / self.physics_dt)
 
     @property
     def intrinsics(self) -> CameraIntrinsics:

@@ -91,9 +91,7 @@ class PickEnv:
         self._monitor: OutcomeMonitor | None = None
 
     # ---------------------------------------------------------------- reset
-    def reset(
-        self, seed: int, options: ResetOptions | None = None
-    ) -> tuple[Observation, ResetInfo]:
+    def reset(self, seed: int, options: ResetOptions | None = None) -> tuple[Observation, ResetInfo]:
         """Build the scene for `seed` (or `options.scene`), put the arm home, and return the first observation."""
         opts = options or ResetOptions()
         scene = opts.scene if opts.scene is not None else sample_scene(seed, self.config.scene)
@@ -126,7 +124,7 @@ class PickEnv:
         data.ctrl[:6] = q0
         data.ctrl[6] = GRIPPER_STROKE / 2
         mujoco.mj_forward(model, data)
-        for _ in range(int(round(cfg.settle_s / cfg.physics_dt))):
+        for _ in range(round(cfg.settle_s / cfg.physics_dt)):
             mujoco.mj_step(model, data)
         data.time = 0.0
         self._start_z = data.xpos[self._obj_body, 2].copy()
@@ -189,8 +187,11 @@ class PickEnv:
         if a.shape != (7,) or not np.all(np.isfinite(a)):
             raise ValueError(
                 f"action must be 7 finite numbers ({self.config.action_mode.value} mode: "
-                + ("6 joint targets in radians + gripper opening in metres" if self.config.action_mode ==
-                   ActionMode.JOINT else "x y z metres, rx ry rz axis-angle radians + gripper opening in metres")
+                + (
+                    "6 joint targets in radians + gripper opening in metres"
+                    if self.config.action_mode == ActionMode.JOINT
+                    else "x y z metres, rx ry rz axis-angle radians + gripper opening in metres"
+                )
                 + f"), got shape {a.shape}"
             )
         cfg = self.config
@@ -256,7 +257,7 @@ class PickEnv:
     def joints(self) -> F64:
         """Measured joint angles, radians."""
         _, data = self._require()
-        return data.qpos[self._arm_qadr].copy()
+        return np.array(data.qpos[self._arm_qadr], dtype=np.float64)
 
     @property
     def gripper_width(self) -> float:
@@ -272,7 +273,7 @@ class PickEnv:
     def object_position(self, instance: str) -> F64:
         """World position (metres) of an object's centre."""
         model, data = self._require()
-        return data.xpos[model.body(instance).id].copy()
+        return np.array(data.xpos[model.body(instance).id], dtype=np.float64)
 
     def object_yaw(self, instance: str) -> float:
         """Yaw (radians about z) of an object."""

@@ -69,11 +69,13 @@ def _arm_xml() -> str:
         # upper arm along -x (a2 < 0) of frame 1
         f'<geom type="capsule" fromto="0 0 0.0 {a[1] * 0.92:.4f} 0 0" size="0.054" {_ARM_CONTACT} '
         f'mass="{LINK_MASSES[1]}" material="ur_grey"/>'
-        f'<geom type="cylinder" fromto="0 0 -0.07 0 0 0.07" size="0.062" {_ARM_CONTACT} mass="0.01" material="ur_blue"/>',
+        f'<geom type="cylinder" fromto="0 0 -0.07 0 0 0.07" size="0.062" {_ARM_CONTACT} mass="0.01" '
+        'material="ur_blue"/>',
         # forearm
         f'<geom type="capsule" fromto="0 0 0 {a[2] * 0.9:.4f} 0 0" size="0.042" {_ARM_CONTACT} '
         f'mass="{LINK_MASSES[2]}" material="ur_grey"/>'
-        f'<geom type="cylinder" fromto="0 0 -0.06 0 0 0.06" size="0.05" {_ARM_CONTACT} mass="0.01" material="ur_blue"/>',
+        f'<geom type="cylinder" fromto="0 0 -0.06 0 0 0.06" size="0.05" {_ARM_CONTACT} mass="0.01" '
+        'material="ur_blue"/>',
         # wrist 1 column up to wrist 2
         f'<geom type="cylinder" fromto="0 0 0.03 0 0 {d[3] + 0.02:.4f}" size="0.038" {_ARM_CONTACT} '
         f'mass="{LINK_MASSES[3]}" material="ur_blue"/>',
@@ -86,10 +88,12 @@ def _arm_xml() -> str:
     closing = ""
     child_pose = 'pos="0 0 0"'
     for i, name in enumerate(ARM_JOINTS):
+        limit = math.pi if i == 2 else 2 * math.pi  # elbow ±π, every other joint ±2π
+        armature, damping = (0.2, 2.0) if i < 3 else (0.05, 0.5)
         opening += (
             f'<body name="{name}_link" {child_pose} gravcomp="1">'
-            f'<joint name="{name}" type="hinge" axis="0 0 1" range="{-2 * math.pi if i != 2 else -math.pi:.6f} '
-            f'{2 * math.pi if i != 2 else math.pi:.6f}" armature="{0.2 if i < 3 else 0.05}" damping="{2.0 if i < 3 else 0.5}"/>'
+            f'<joint name="{name}" type="hinge" axis="0 0 1" range="{-limit:.6f} {limit:.6f}" '
+            f'armature="{armature}" damping="{damping}"/>'
             f"{visuals[i]}"
         )
         closing = "</body>" + closing
@@ -200,12 +204,19 @@ def build_mjcf(scene: SceneSpec, options: ModelOptions | None = None) -> str:
     wrist_cam = (
         '<camera name="wrist" pos="0 -0.07 0.06" xyaxes="-1 0 0 0 -0.7 0.7" fovy="70"/>' if opt.wrist_camera else ""
     )
-    arm = _arm_xml().replace("<body name=\"gripper\" gravcomp=\"1\">", f'<body name="gripper" gravcomp="1">{wrist_cam}')
+    arm = _arm_xml().replace('<body name="gripper" gravcomp="1">', f'<body name="gripper" gravcomp="1">{wrist_cam}')
     actuators = "".join(
         f'<position name="{j}" joint="{j}" kp="{kp}" kv="{kv}" forcerange="{-fr} {fr}" ctrlrange="{lo:.6f} {hi:.6f}"/>'
         for j, (kp, kv, fr), (lo, hi) in zip(
             ARM_JOINTS,
-            [(4000, 400, 150), (4000, 400, 150), (3000, 300, 150), (800, 60, 28), (800, 60, 28), (500, 40, 28)],
+            [
+                (4000, 400, 150),
+                (4000, 400, 150),
+                (3000, 300, 150),
+                (800, 60, 28),
+                (800, 60, 28),
+                (500, 40, 28),
+            ],
             [(-2 * math.pi, 2 * math.pi)] * 2 + [(-math.pi, math.pi)] + [(-2 * math.pi, 2 * math.pi)] * 3,
             strict=True,
         )
