@@ -15,7 +15,7 @@ from robot.sim.catalogue import all_kinds, parse_object_name
 from robot.sim.config import CellConfig
 from robot.sim.env import PickEnv, ResetOptions
 from robot.sim.expert import ScriptedExpert
-from robot.sim.scene import SceneRequest, sample_scene
+from robot.sim.scene import MAX_OBJECTS, MIN_OBJECTS, SceneRequest, sample_scene
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ def run_demo(
     target: str, out: Path, *, seed: int = 0, n_objects: int = 4, cell: CellConfig | None = None
 ) -> DemoResult:
     """Build a scene of `n_objects` holding `target` ("red cube"), let the expert pick it, write `out` (mp4)."""
+    if not MIN_OBJECTS <= n_objects <= MAX_OBJECTS:
+        raise ValueError(f"the demo scene holds at least {MIN_OBJECTS} and at most {MAX_OBJECTS} objects, got {n_objects}")
     kind = parse_object_name(target)
     rng = np.random.default_rng(seed)
     others = [k for k in all_kinds() if k != kind]

@@ -95,8 +95,12 @@ class CellConfig:
 
     @property
     def intrinsics(self) -> CameraIntrinsics:
-        """Fixed-camera intrinsics at the configured image size."""
-        return D435_COLOUR_640x480.scaled(self.image_width, self.image_height)
+        """Fixed-camera intrinsics at the configured image size: square pixels and the D435's vertical field of
+        view (as MuJoCo renders it), which at 640x480 is the D435's own fx = fy = 615 px."""
+        fy = (self.image_height / 2) / np.tan(np.radians(self.fovy_deg) / 2)
+        return CameraIntrinsics(
+            self.image_width, self.image_height, fy, fy, self.image_width / 2, self.image_height / 2
+        )
 
     @property
     def fovy_deg(self) -> float:

@@ -232,16 +232,20 @@ class PickEnv:
         return self.model, self.data
 
     def _cell_state(self) -> CellState:
-        _, data = self._require()
+        model, data = self._require()
         rises = data.xpos[self._obj_body, 2] - self._start_z
         in_fingers = arm_hit = False
-        for c in data.contact[: data.ncon]:
+        force = np.zeros(6)
+        for i, c in enumerate(data.contact[: data.ncon]):
             g1, g2 = int(c.geom1), int(c.geom2)
             for a, b in ((g1, g2), (g2, g1)):
                 if a in self._pads and self._geom_obj[b] == self._target_idx:
                     in_fingers = True
                 if a in self._arm_geoms and b in self._world_geoms:
                     arm_hit = True
+                if a in self._pads and b in self._world_geoms:
+                    mujoco.mj_contactForce(model, data, i, force)
+                    arm_hit = arm_hit or abs(force[0]) > self.config.rules.max_pad_press
         others = tuple(float(r) for i, r in enumerate(rises) if i != self._target_idx)
         return CellState(
             time=float(data.time),
@@ -268,6 +272,7 @@ class PickEnv:
     @property
     def joint_command(self) -> F64:
         """The joint targets the arm is servoing to, radians."""
+        self._require()
         return np.array(self._q_cmd, dtype=np.float64)
 
     def object_position(self, instance: str) -> F64:

@@ -101,16 +101,15 @@ class ScriptedExpert:
         """Plan from the arm's current pose; `seed` draws the perturbations."""
         env = self.env
         cfg = self.config
+        obj = env.scene.find(env.target) if env.scene is not None and env.model is not None else None
+        if obj is None:
+            raise RuntimeError("reset the environment before the expert")
         self._rng = np.random.default_rng([seed, 2])
         self._q_label = env.joint_command
         start = forward(self._q_label, TCP_OFFSET)
         self._start_pos, self._start_rot = start[:3, 3].copy(), start[:3, :3].copy()
         self._t = 0.0
-        self._phase = Phase.APPROACH
-        self._phase_t0 = 0.0
-        obj = env.scene.find(env.target) if env.scene else None
-        if obj is None:
-            raise RuntimeError("reset the environment before the expert")
+        self._grasp_pos: F64 | None = None
         self._shape = obj.kind.spec
         self._is_cube = obj.kind.shape == Shape.CUBE
         pre = self._pregrasp_pos()
@@ -175,6 +174,8 @@ class ScriptedExpert:
             pre = self._pregrasp_pos()
             self._grasp_pos = pre + s * (grasp - pre)
             return self._grasp_pos.copy(), rot, GRIPPER_STROKE, Phase.DESCEND
+        if self._grasp_pos is None:  # a control period longer than the descent skipped it
+            self._grasp_pos = grasp
         if t < t_lift:
             return self._grasp_pos.copy(), rot, 0.0, Phase.CLOSE
         s = _min_jerk((t - t_lift) / cfg.lift_s)
@@ -216,6 +217,8 @@ def axis_yaw_error(env: PickEnv) -> float:
     obj = env.scene.find(env.target) if env.scene else None
     if obj is None:
         raise RuntimeError("reset the environment first")
+    if obj.kind.spec.yaw_symmetric:
+        return 0.0
     rot = forward(env.joints, TCP_OFFSET)[:3, :3]
     tool = math.atan2(rot[1, 1], rot[0, 1])
     want = env.object_yaw(env.target) + obj.kind.spec.grasp_axis_yaw

@@ -202,7 +202,7 @@ def build_mjcf(scene: SceneSpec, options: ModelOptions | None = None) -> str:
     key_pos = np.array([0.45, 0.0, 0.0]) + 2.5 * np.array(light.key_direction)
     key_dir = -np.array(light.key_direction)
     wrist_cam = (
-        '<camera name="wrist" pos="0 -0.07 0.06" xyaxes="-1 0 0 0 -0.7 0.7" fovy="70"/>' if opt.wrist_camera else ""
+        '<camera name="wrist" pos="0 -0.07 0.06" xyaxes="1 0 0 0 -0.95 0.3" fovy="70"/>' if opt.wrist_camera else ""
     )
     arm = _arm_xml().replace('<body name="gripper" gravcomp="1">', f'<body name="gripper" gravcomp="1">{wrist_cam}')
     actuators = "".join(

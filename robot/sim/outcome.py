@@ -24,7 +24,8 @@ class OutcomeRules:
     success_lift: metres the target's centre must rise; hold_s: seconds it must stay up;
     wrong_lift: metres another object must rise to count as lifted; drop_lift: metres of rise after which
     falling back below `drop_floor` metres counts as a drop; max_episode_s: seconds before timeout;
-    closed_width: metres of gripper opening below which the gripper holds nothing.
+    closed_width: metres of gripper opening below which the gripper holds nothing;
+    max_pad_press: newtons a finger pad may press on the table or bin before it counts as a collision.
     """
 
     success_lift: float = 0.10
@@ -34,9 +35,11 @@ class OutcomeRules:
     drop_floor: float = 0.015
     max_episode_s: float = 20.0
     closed_width: float = 0.004
+    max_pad_press: float = 20.0
 
     def __post_init__(self) -> None:
-        for name in ("success_lift", "hold_s", "wrong_lift", "drop_lift", "max_episode_s", "closed_width"):
+        names = ("success_lift", "hold_s", "wrong_lift", "drop_lift", "max_episode_s", "closed_width", "max_pad_press")
+        for name in names:
             if getattr(self, name) <= 0:
                 raise ValueError(f"OutcomeRules.{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.drop_floor < self.drop_lift:
@@ -49,7 +52,8 @@ class CellState:
 
     time: seconds since reset; target_rise: metres the target's centre is above its start height;
     other_rises: metres for every other object; target_in_fingers: a finger pad touches the target;
-    gripper_width: metres; arm_hit_world: an arm or palm geom touches the table or bin.
+    gripper_width: metres; arm_hit_world: an arm or palm geom touches the table or bin, or a finger pad presses
+    on them harder than the rules allow.
     """
 
     time: float

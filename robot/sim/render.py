@@ -32,6 +32,24 @@ class CameraImages:
     segmentation: npt.NDArray[np.int32] | None
 
 
+def _select_gl_backend() -> None:
+    """Make MuJoCo's renderer use the headless backend named by MUJOCO_GL even when `mujoco` was imported
+    before `robot.sim` set it (MuJoCo picks its GL context class once, at import)."""
+    backend = os.environ.get("MUJOCO_GL", "")
+    if backend not in ("egl", "osmesa"):
+        return
+    import importlib
+
+    cls = importlib.import_module(f"mujoco.{backend}").GLContext
+    for module_name in ("mujoco.rendering.classic.gl_context", "mujoco.gl_context"):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        if getattr(module, "GLContext", None) is not cls:
+            setattr(module, "GLContext", cls)  # noqa: B010
+
+
 def open_renderer(model: mujoco.MjModel, width: int, height: int) -> mujoco.Renderer:
     """A MuJoCo offscreen renderer, or an error naming the backend and the system packages it needs."""
     if width > model.vis.global_.offwidth or height > model.vis.global_.offheight:
@@ -41,6 +59,7 @@ def open_renderer(model: mujoco.MjModel, width: int, height: int) -> mujoco.Rend
         )
     backend = os.environ.get("MUJOCO_GL", "")
     try:
+        _select_gl_backend()
         return mujoco.Renderer(model, height=height, width=width)
     except Exception as exc:
         hint = GL_PACKAGES.get(backend, " or ".join(GL_PACKAGES.values()))

@@ -1,0 +1,74 @@
+"""The `sam2grasp` command line over the simulated cell: the demo video and user errors (exit status 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.dataset.video import probe_video
+from pipeline.demo import run_demo
+from robot.sim.config import CellConfig
+
+
+@pytest.mark.render
+def test_demo_writes_a_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tmp" / "demo.mp4"
+    status = main(["demo", "red cube", "--width", "160", "--height", "120", "--out", str(out), "--json"])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["outcome"] == "success"
+    assert result["command"] == "pick the red cube"
+    assert out.is_file()
+    assert out.stat().st_size > 0
+    info = probe_video(out)
+    assert (info.width, info.height) == (160, 120)
+    assert info.frames == result["frames"] > 20
+
+
+def test_demo_with_unknown_colour_names_the_colours(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo.mp4"
+    assert main(["demo", "pink cube", "--width", "160", "--height", "120", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "pink" in err
+    for colour in ("red", "green", "blue", "yellow", "orange", "purple", "white", "black"):
+        assert colour in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_demo_with_too_many_objects_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "red cube", "--objects", "9", "--out", str(tmp_path / "d.mp4")]) == 2
+    assert "at most 6" in capsys.readouterr().err
+
+
+def test_demo_with_no_objects_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="1"):
+        run_demo("red cube", tmp_path / "d.mp4", n_objects=0, cell=CellConfig(image_width=32, image_height=24))
+
+
+def test_collect_with_negative_episodes_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "X"
+    assert main(["collect", "--episodes", "-1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "episodes" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_console_entry_point_exit_status(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "demo", "pink cube", "--out", str(tmp_path / "d.mp4")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "valid colours" in result.stderr
