@@ -84,6 +84,69 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0 if result.outcome == "success" else 1
 
 
+def _cmd_train_tracker(args: argparse.Namespace) -> int:
+    import torch
+
+    from policy.train_tracker import TrackerTrainConfig, train_tracker
+
+    torch.set_num_threads(args.threads)
+    cfg = TrackerTrainConfig(
+        image_size=args.image_size,
+        stage1_steps=args.stage1_steps,
+        stage2_steps=args.stage2_steps,
+        seed=args.seed,
+    )
+    progress = train_tracker(Path(args.data), Path(args.out), cfg, log=lambda line: print(line, flush=True))
+    summary = {k: progress[k] for k in ("seconds", "held_out_episodes")}
+    summary["weights"] = str(Path(args.out) / "tracker.safetensors")
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"trained in {summary['seconds']:.0f} s; weights: {summary['weights']}")
+    return 0
+
+
+def _cmd_eval_tracker(args: argparse.Namespace) -> int:
+    import torch
+
+    from policy.eval_tracker import evaluate_tracker
+    from policy.sam2_build import build_sam2, tracker_spec
+    from policy.tracker import SAM2Tracker
+
+    torch.set_num_threads(args.threads)
+    levels = [float(v) for v in args.occlusion.split(",")]
+    episodes = _parse_episode_list(args.episodes, Path(args.data))
+    model = build_sam2(tracker_spec(args.tracker, args.image_size), Path(args.checkpoint) if args.checkpoint else None)
+    report = evaluate_tracker(SAM2Tracker(model), Path(args.data), episodes, levels, seed=args.seed)
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+    else:
+        print(f"{report.episodes} episodes, tracker step {report.step_ms:.1f} ms")
+        print("   p    mIoU  first-box  frames  recovery  absent-on-black  id-switch")
+        for lv in report.levels:
+            print(
+                f"{lv.occlusion:4.1f}  {lv.miou:6.3f}  {lv.baseline_miou:9.3f}  {lv.frames:6d}  "
+                f"{lv.recovery_frames:8.2f}  {lv.absent_on_black:15.3f}  {lv.identity_switch_rate:9.3f}"
+            )
+    return 0
+
+
+def _parse_episode_list(text: str, data: Path) -> list[int]:
+    """ "a-b" (inclusive), "a,b,c", or "held-out" (the held-out episodes recorded by train-tracker next to --data)."""
+    from pipeline.dataset.reader import Dataset
+
+    n = len(Dataset(data))
+    if "-" in text:
+        lo, hi = (int(v) for v in text.split("-", 1))
+        picks = list(range(lo, hi + 1))
+    else:
+        picks = [int(v) for v in text.split(",")]
+    bad = [e for e in picks if not 0 <= e < n]
+    if bad:
+        raise ValueError(f"episodes {bad} are not in the dataset; valid: 0..{n - 1}")
+    return picks
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="sam2grasp", description=__doc__)
@@ -117,6 +180,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train-tracker", help="train the compact SAM2 tracker on simulated episodes")
+    p.add_argument("--data", required=True, help="dataset directory (from `collect`)")
+    p.add_argument("--out", default="runs/tracker", help="run directory: checkpoints, progress (resumed)")
+    p.add_argument("--image-size", type=int, default=256, help="tracker input pixels (default 256)")
+    p.add_argument("--stage1-steps", type=int, default=2000)
+    p.add_argument("--stage2-steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    p.set_defaults(func=_cmd_train_tracker)
+
+    p = sub.add_parser("eval-tracker", help="track held-out episodes: mIoU per occlusion level, recovery, switches")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--episodes", required=True, help="episodes to evaluate: 'a-b' or 'a,b,c'")
+    p.add_argument("--tracker", default="compact", help="compact or an official sam2.1 name")
+    p.add_argument("--checkpoint", default=None, help="weights (.safetensors, or an official .pt)")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--occlusion", default="0,0.2,0.4,0.6", help="comma-separated shares of blacked-out frames")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_eval_tracker)
     return parser
 
 

@@ -34,7 +34,9 @@ def run_demo(
 ) -> DemoResult:
     """Build a scene of `n_objects` holding `target` ("red cube"), let the expert pick it, write `out` (mp4)."""
     if not MIN_OBJECTS <= n_objects <= MAX_OBJECTS:
-        raise ValueError(f"the demo scene holds at least {MIN_OBJECTS} and at most {MAX_OBJECTS} objects, got {n_objects}")
+        raise ValueError(
+            f"the demo scene holds at least {MIN_OBJECTS} and at most {MAX_OBJECTS} objects, got {n_objects}"
+        )
     kind = parse_object_name(target)
     rng = np.random.default_rng(seed)
     others = [k for k in all_kinds() if k != kind]

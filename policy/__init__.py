@@ -1,1 +1,1 @@
-"""SAM2 tracker wrapper, features and the ACT action-chunk head (not yet implemented; see the perception and policy issues)."""
+"""SAM2 tracker wrapper, builders, features (F_t) and the compact tracker's training and evaluation."""

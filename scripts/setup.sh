@@ -26,5 +26,11 @@ command -v "$PYTHON" >/dev/null || PYTHON=python3
 # The CPU wheel of torch first: any other resolution of `torch` downloads a CUDA build of several GB.
 .venv/bin/python -m pip install -q torch==2.13.0
 .venv/bin/python -m pip install -q -e ".[dev]"
+# Meta's sam2 is an sdist: build it without its CUDA extension, against the torch above, without letting pip
+# resolve its torchvision requirement.
+if ! .venv/bin/python -c "import sam2" 2>/dev/null; then
+    .venv/bin/python -m pip install -q setuptools wheel
+    SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install -q --no-build-isolation --no-deps sam2==1.1.0
+fi
 touch .venv/.installed
 echo "setup done: .venv ready"

@@ -1,0 +1,256 @@
+"""A frozen SAM2 video tracker over `sam2`'s model code, used offline (a whole episode) and streaming (frame by
+frame from a live camera), with the same numbers either way.
+
+The target is prompted once with a box on the first frame; later frames are tracked by SAM2's memory. Memory is
+bounded to the prompt frame plus the last `memory_frames` frames, so a long run keeps constant time and memory
+per frame. Every step returns the mask, its box, the object score and the raw tensors that features are built
+from (`policy.features`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+#: ImageNet normalisation SAM2 was trained with.
+_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+#: `num_frames` given to SAM2 in both modes: only past frames are ever used, and a constant keeps offline and
+#: streaming identical (SAM2 caps its object-pointer window by it).
+_HORIZON = 1 << 30
+#: Smallest prompt box side, pixels.
+MIN_BOX_SIDE = 2.0
+
+
+class TrackerInputError(ValueError):
+    """A frame or prompt the tracker cannot use."""
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Tracking settings.
+
+    memory_frames: past frames kept besides the prompt frame (SAM2 reads up to 6 mask memories and 15 object
+    pointers); score_threshold: object-score logit above which the target counts as visible;
+    dtype: "float32" or "bfloat16" (autocast); encode_batch: frames per image-encoder batch offline.
+    """
+
+    memory_frames: int = 15
+    score_threshold: float = 0.0
+    dtype: str = "float32"
+    encode_batch: int = 8
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.memory_frames <= 64:
+            raise ValueError(f"memory_frames must be within 1..64, got {self.memory_frames}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+        if self.encode_batch < 1:
+            raise ValueError(f"encode_batch must be positive, got {self.encode_batch}")
+
+
+@dataclass(frozen=True)
+class RawFeatures:
+    """SAM2 tensors of one step (batch dimension removed, float32 on CPU).
+
+    pix_feat: (C, h, w) memory-conditioned pixel features at stride 16; obj_ptr: (C,) object pointer;
+    mask_logits: (h*4, w*4) low-resolution mask logits; object_score: () object-score logit.
+    """
+
+    pix_feat: torch.Tensor
+    obj_ptr: torch.Tensor
+    mask_logits: torch.Tensor
+    object_score: torch.Tensor
+
+
+@dataclass(frozen=True)
+class TrackStep:
+    """Result of tracking one frame.
+
+    index: frame index since the prompt; mask: (H, W) bool at the frame's resolution; box: (4,) float32 pixels
+    x0, y0, x1, y1 of the mask (zeros when empty); object_score: logit; visible: score above threshold.
+    """
+
+    index: int
+    mask: npt.NDArray[np.bool_]
+    box: npt.NDArray[np.float32]
+    object_score: float
+    visible: bool
+    raw: RawFeatures
+
+
+def mask_to_box(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
+    """Tight box x0, y0, x1, y1 (pixels, exclusive max) of a mask; zeros when empty."""
+    ys = np.flatnonzero(mask.any(axis=1))
+    xs = np.flatnonzero(mask.any(axis=0))
+    if ys.size == 0:
+        return np.zeros(4, dtype=np.float32)
+    return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=np.float32)
+
+
+def validate_frame(frame: Any, shape: tuple[int, int] | None = None) -> npt.NDArray[np.uint8]:
+    """The frame as (H, W, 3) uint8, or an error saying what is wrong with it."""
+    if not isinstance(frame, np.ndarray):
+        raise TrackerInputError(f"frame must be a numpy array (H, W, 3) uint8, got {type(frame).__name__}")
+    if frame.dtype != np.uint8:
+        raise TrackerInputError(f"frame must be uint8 RGB, got dtype {frame.dtype}")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.shape[0] < 16 or frame.shape[1] < 16:
+        raise TrackerInputError(f"frame must have shape (H, W, 3) with H, W >= 16, got {frame.shape}")
+    if shape is not None and frame.shape[:2] != shape:
+        raise TrackerInputError(f"frame size {frame.shape[:2]} differs from the prompt frame's {shape}")
+    return frame
+
+
+def validate_box(box: Any, height: int, width: int) -> npt.NDArray[np.float64]:
+    """The prompt box x0, y0, x1, y1 in pixels, or an error saying what is wrong and what is valid."""
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape != (4,) or not np.all(np.isfinite(b)):
+        raise TrackerInputError(f"box must be 4 finite numbers x0, y0, x1, y1 in pixels, got {np.asarray(box)}")
+    x0, y0, x1, y1 = b
+    if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+        raise TrackerInputError(
+            f"box {b.tolist()} is empty or degenerate: need x1 - x0 and y1 - y0 >= {MIN_BOX_SIDE} pixels"
+        )
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise TrackerInputError(
+            f"box {b.tolist()} lies outside the {width}x{height} image (valid: 0..{width}, 0..{height})"
+        )
+    return b
+
+
+class SAM2Tracker:
+    """Tracks one prompted object with a frozen SAM2 (`model` from `policy.sam2_build.build_sam2`)."""
+
+    def __init__(self, model: torch.nn.Module, config: TrackerConfig | None = None) -> None:
+        # SAM2Base's internals (_track_step, forward_image, ...) are untyped; keep the handle as Any.
+        self.model: Any = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.config = config or TrackerConfig()
+        self.image_size: int = int(getattr(model, "image_size"))  # noqa: B009
+        self.device = next(model.parameters()).device
+        self._shape: tuple[int, int] | None = None
+        self._index = -1
+        self._memory: dict[str, dict[int, dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------ public API
+    def start(self, frame: npt.NDArray[np.uint8], box: npt.ArrayLike) -> TrackStep:
+        """Forget any previous track, prompt with `box` (pixels x0, y0, x1, y1) on `frame`, return step 0."""
+        frame = validate_frame(frame)
+        h, w = frame.shape[:2]
+        b = validate_box(box, h, w)
+        self._shape = (h, w)
+        self._index = -1
+        self._memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        self._box = b
+        return self._step_encoded(self._encode([frame])[0])
+
+    def step(self, frame: npt.NDArray[np.uint8]) -> TrackStep:
+        """Track the object into the next frame."""
+        if self._shape is None:
+            raise RuntimeError("call start(frame, box) before step(frame)")
+        return self._step_encoded(self._encode([validate_frame(frame, self._shape)])[0])
+
+    def track(self, frames: Iterable[npt.NDArray[np.uint8]], box: npt.ArrayLike) -> Iterator[TrackStep]:
+        """Offline: prompt on the first frame with `box` and track through the rest, encoding frames in batches."""
+        it = iter(frames)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise TrackerInputError("track() needs at least one frame") from None
+        yield self.start(first, box)
+        batch: list[npt.NDArray[np.uint8]] = []
+        for frame in it:
+            if self._shape is None:
+                raise RuntimeError("tracker lost its prompt")
+            batch.append(validate_frame(frame, self._shape))
+            if len(batch) == self.config.encode_batch:
+                yield from (self._step_encoded(e) for e in self._encode(batch))
+                batch = []
+        if batch:
+            yield from (self._step_encoded(e) for e in self._encode(batch))
+
+    @property
+    def memory_size(self) -> int:
+        """Frames held in memory (prompt frame included)."""
+        return sum(len(v) for v in self._memory.values())
+
+    # ------------------------------------------------------------ internals
+    def _autocast(self) -> Any:
+        enabled = self.config.dtype == "bfloat16"
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _encode(self, frames: list[npt.NDArray[np.uint8]]) -> list[tuple[list[torch.Tensor], list[torch.Tensor], Any]]:
+        """Image-encoder features of each frame: (vision_feats, vision_pos_embeds, feat_sizes)."""
+        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        x = F.interpolate(
+            x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+        )
+        x = (x - _MEAN.to(self.device)) / _STD.to(self.device)
+        with torch.inference_mode(), self._autocast():
+            out = self.model.forward_image(x)
+            _, feats, pos, sizes = self.model._prepare_backbone_features(out)
+        return [([f[:, i : i + 1] for f in feats], [p[:, i : i + 1] for p in pos], sizes) for i in range(len(frames))]
+
+    def _step_encoded(self, encoded: tuple[list[torch.Tensor], list[torch.Tensor], Any]) -> TrackStep:
+        feats, pos, sizes = encoded
+        self._index += 1
+        t = self._index
+        is_prompt = t == 0
+        points = None
+        if is_prompt:
+            if self._shape is None:
+                raise RuntimeError("no prompt frame")
+            h, w = self._shape
+            scale = np.array([self.image_size / w, self.image_size / h, self.image_size / w, self.image_size / h])
+            corners = torch.tensor((self._box * scale).reshape(1, 2, 2), dtype=torch.float32, device=self.device)
+            labels = torch.tensor([[2, 3]], dtype=torch.int32, device=self.device)  # box corners, SAM's encoding
+            points = {"point_coords": corners, "point_labels": labels}
+        model = self.model
+        with torch.inference_mode(), self._autocast():
+            current, sam_out, _, pix_feat = model._track_step(
+                t, is_prompt, feats, pos, sizes, points, None, self._memory, _HORIZON, False, None
+            )
+            _, _, _, low_res, high_res, obj_ptr, score = sam_out
+            model._encode_memory_in_output(feats, sizes, points, True, high_res, score, current)
+        stored = {
+            "maskmem_features": current["maskmem_features"],
+            "maskmem_pos_enc": current["maskmem_pos_enc"],
+            "obj_ptr": obj_ptr,
+        }
+        if is_prompt:
+            self._memory["cond_frame_outputs"][0] = stored
+        else:
+            bank = self._memory["non_cond_frame_outputs"]
+            bank[t] = stored
+            for old in [k for k in bank if k <= t - self.config.memory_frames]:
+                del bank[old]
+        return self._result(t, high_res, low_res, obj_ptr, score, pix_feat)
+
+    def _result(
+        self,
+        t: int,
+        high_res: torch.Tensor,
+        low_res: torch.Tensor,
+        obj_ptr: torch.Tensor,
+        score: torch.Tensor,
+        pix_feat: torch.Tensor,
+    ) -> TrackStep:
+        if self._shape is None:
+            raise RuntimeError("no prompt frame")
+        logits = F.interpolate(high_res.float(), size=self._shape, mode="bilinear", align_corners=False)[0, 0]
+        mask = (logits > 0).cpu().numpy()
+        score_value = float(score.float().reshape(-1)[0])
+        raw = RawFeatures(
+            pix_feat=pix_feat.float()[0].cpu(),
+            obj_ptr=obj_ptr.float()[0].cpu(),
+            mask_logits=low_res.float()[0, 0].cpu(),
+            object_score=score.float().reshape(()).cpu(),
+        )
+        return TrackStep(t, mask, mask_to_box(mask), score_value, score_value > self.config.score_threshold, raw)

@@ -1,0 +1,62 @@
+"""Frames and ground-truth target masks of simulated episodes, resized for training the compact tracker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from pipeline.dataset.reader import Dataset
+
+
+@dataclass(frozen=True)
+class TrackingClips:
+    """Episodes held in memory at the tracker's resolution.
+
+    frames: (N, S, S, 3) uint8; masks: (N, S, S) bool target masks; starts: (E + 1,) frame offset of each episode.
+    """
+
+    frames: npt.NDArray[np.uint8]
+    masks: npt.NDArray[np.bool_]
+    starts: npt.NDArray[np.int64]
+
+    @property
+    def episodes(self) -> int:
+        """Number of episodes."""
+        return len(self.starts) - 1
+
+    def episode_range(self, e: int) -> tuple[int, int]:
+        """First and one-past-last frame index of episode `e`."""
+        return int(self.starts[e]), int(self.starts[e + 1])
+
+
+def _resize(frames: npt.NDArray[np.uint8], size: int, *, nearest: bool) -> npt.NDArray[np.uint8]:
+    x = torch.from_numpy(frames)
+    x = x.permute(0, 3, 1, 2).float() if x.ndim == 4 else x[:, None].float()
+    if nearest:
+        y = F.interpolate(x, size=(size, size), mode="nearest")
+    else:
+        y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    y = y.round().clamp(0, 255).to(torch.uint8)
+    out = y.permute(0, 2, 3, 1) if frames.ndim == 4 else y[:, 0]
+    return np.ascontiguousarray(out.numpy())
+
+
+def load_clips(root: Path, size: int, episodes: list[int] | None = None) -> TrackingClips:
+    """Decode the given episodes (default: all) of the dataset at `root`, resized to `size` x `size`."""
+    ds = Dataset(root)
+    picks = list(range(len(ds))) if episodes is None else episodes
+    frames, masks, starts = [], [], [0]
+    for e in picks:
+        ep = ds.load_episode(e)
+        if ep.rgb is None:
+            raise ValueError(f"episode {e} of {root} has no colour frames")
+        frames.append(_resize(ep.rgb, size, nearest=False))
+        full = np.stack([ep.target_mask(t) for t in range(len(ep))]).astype(np.uint8) * 255
+        masks.append(_resize(full, size, nearest=False) >= 128)
+        starts.append(starts[-1] + len(ep))
+    return TrackingClips(np.concatenate(frames), np.concatenate(masks), np.asarray(starts, dtype=np.int64))
