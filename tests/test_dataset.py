@@ -67,9 +67,7 @@ def make_episode(
                 wrist_rgb=np.roll(rgb[:32, :32], t, axis=1).copy() if wrist else None,
             )
         )
-    cube = ObjectRecord(
-        "red_cube_1", "red cube", "red", "cube", (0.4, 0.1, 0.02), (1.0, 0.0, 0.0, 0.0), (1, 2, 3, 4)
-    )
+    cube = ObjectRecord("red_cube_1", "red cube", "red", "cube", (0.4, 0.1, 0.02), (1.0, 0.0, 0.0, 0.0), (1, 2, 3, 4))
     return Episode(
         task=task,
         target="red_cube_1",

@@ -125,6 +125,4 @@ def test_hard_exit_at_every_commit_step(tmp_path: Path) -> None:
     ds = Dataset(root)
     assert len(ds) == 8
     state = np.concatenate([ds.load_episode(i, images=False).state for i in range(len(ds))])
-    np.testing.assert_allclose(
-        ds.stats["observation.state"].mean, state.astype(np.float64).mean(axis=0), atol=1e-5
-    )
+    np.testing.assert_allclose(ds.stats["observation.state"].mean, state.astype(np.float64).mean(axis=0), atol=1e-5)
