@@ -56,7 +56,7 @@ def parse_feature_spec(text: str) -> FeatureSpec:
     """ "pooled4" / "pooled2" / "masked" / "pointer" as a spec, or an error listing the valid forms."""
     if text.startswith("pooled"):
         digits = text[len("pooled") :] or "4"
-        if digits.isdigit():
+        if digits.isascii() and digits.isdecimal():
             return FeatureSpec("pooled", int(digits))
     elif text in FEATURE_KINDS:
         return FeatureSpec(text)
@@ -88,5 +88,6 @@ def extract(step: TrackStep, spec: FeatureSpec) -> Features:
     h, w = step.mask.shape
     box = step.box / np.array([w, h, w, h], dtype=np.float32)
     score = float(raw.object_score)
-    extras = np.array([score, 1.0 / (1.0 + np.exp(-score)), *box.tolist(), float(step.mask.mean())], dtype=np.float32)
+    sigmoid = 0.5 * (1.0 + np.tanh(score / 2.0))  # no overflow for very negative scores
+    extras = np.array([score, sigmoid, *box.tolist(), float(step.mask.mean())], dtype=np.float32)
     return Features(tokens.numpy().astype(np.float32), extras)

@@ -78,12 +78,12 @@ def _compact_overrides(image_size: int) -> tuple[str, ...]:
 def tracker_spec(name: str, image_size: int | None = None) -> TrackerSpec:
     """The spec of a named tracker; `image_size` defaults to 1024 for official configs and 256 for compact."""
     if name == COMPACT:
-        size = image_size or 256
+        size = 256 if image_size is None else image_size
         if size % 32 or not 64 <= size <= 1024:
             raise ValueError(f"compact image_size must be a multiple of 32 within 64..1024, got {size}")
         return TrackerSpec(COMPACT, size, OFFICIAL_CONFIGS["sam2.1-tiny"], _compact_overrides(size))
     if name in OFFICIAL_CONFIGS:
-        size = image_size or 1024
+        size = 1024 if image_size is None else image_size
         if size % 32 or not 256 <= size <= 2048:
             raise ValueError(f"image_size must be a multiple of 32 within 256..2048, got {size}")
         overrides = () if size == 1024 else (f"++model.image_size={size}",)
@@ -127,9 +127,12 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "expected a torch file holding {'model': state_dict} or a .safetensors file"
         ) from exc
     if not isinstance(raw, dict) or "model" not in raw or not isinstance(raw["model"], dict):
-        keys = sorted(raw)[:5] if isinstance(raw, dict) else type(raw).__name__
+        keys = sorted(str(k) for k in raw)[:5] if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(f"{path} holds {keys}, expected a dict with a 'model' state dict (SAM2's format)")
     state: dict[str, torch.Tensor] = raw["model"]
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)][:5]
+    if bad:
+        raise CheckpointError(f"{path}: 'model' entries {bad} are not tensors; a state dict maps names to tensors")
     return state
 
 
@@ -161,9 +164,33 @@ def build_sam2(
     """Build the model of `spec`, load `checkpoint` strictly when given, and return it in eval mode."""
     model = build_model(spec, device)
     if checkpoint is not None:
-        load_weights(model, read_state_dict(Path(checkpoint)), str(checkpoint))
+        path = Path(checkpoint)
+        _check_metadata(path, spec)
+        load_weights(model, read_state_dict(path), str(checkpoint))
         model.to(device)
     return model
+
+
+def _check_metadata(path: Path, spec: TrackerSpec) -> None:
+    """Project checkpoints record the tracker and image size they were trained for; refuse another spec (a compact
+    model's weights have the same shapes at every image size, so shapes alone cannot tell)."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return  # read_state_dict reports the unreadable file
+    for key, want in (("tracker", spec.name), ("image_size", str(spec.image_size))):
+        if key in meta and meta[key] != want:
+            raise CheckpointError(f"{path} was trained as {key}={meta[key]!r}, but {key}={want!r} was requested")
+
+
+def tracker_metadata(spec: TrackerSpec) -> dict[str, str]:
+    """Metadata to store with a project checkpoint of `spec`."""
+    return {"tracker": spec.name, "image_size": str(spec.image_size)}
 
 
 def save_official_checkpoint(model: torch.nn.Module, path: Path) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from policy.sam2_build import build_sam2, load_weights, save_safetensors, tracker_spec
+from policy.sam2_build import build_sam2, load_weights, save_safetensors, tracker_metadata, tracker_spec
 from policy.tracker import _MEAN, _STD
 from policy.tracker_data import TrackingClips, load_clips
 
@@ -244,7 +244,9 @@ def stage2_step(
 
 def _save(out: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(model, out / "tracker.safetensors.tmp")
+    save_safetensors(
+        model, out / "tracker.safetensors.tmp", tracker_metadata(tracker_spec("compact", model.image_size))
+    )
     torch.save(optim.state_dict(), out / "optimizer.pt.tmp")
     (out / "progress.json.tmp").write_text(json.dumps(progress, indent=2))
     for name in ("tracker.safetensors", "optimizer.pt", "progress.json"):
