@@ -147,6 +147,87 @@ def _parse_episode_list(text: str, data: Path) -> list[int]:
     return picks
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    return _run_cache(args, merge_only=False)
+
+
+def _cmd_cache_merge(args: argparse.Namespace) -> int:
+    return _run_cache(args, merge_only=True)
+
+
+def _run_cache(args: argparse.Namespace, *, merge_only: bool) -> int:
+    """`cache` (track and store F_t, then merge unless sharded) or `cache-merge` (verify, write the manifest)."""
+    import torch
+
+    from policy.cache import Shard, build_cache, cache_dir, cache_key, load_tracker, merge_cache, parse_shard
+    from policy.features import parse_feature_spec
+    from policy.sam2_build import tracker_spec
+    from policy.tracker import TrackerConfig
+
+    # Every option is checked before the model is built.
+    shard = parse_shard(args.shard) if getattr(args, "shard", None) else Shard()
+    data = Path(args.data)
+    if not data.is_dir():
+        raise FileNotFoundError(f"dataset {data} does not exist")
+    root = Path(args.cache_root) if args.cache_root else None
+    if merge_only and args.key:
+        report = merge_cache(data, cache_dir(data, args.key, root))
+    else:
+        tracker_spec(args.tracker, args.image_size)
+        features = parse_feature_spec(args.features)
+        config = TrackerConfig(memory_frames=args.memory_frames, dtype=args.dtype, encode_batch=args.encode_batch)
+        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            torch.device(device)
+        except RuntimeError as exc:
+            raise ValueError(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N") from exc
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        tracker = load_tracker(
+            args.tracker,
+            image_size=args.image_size,
+            checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+            allow_random=args.allow_random,
+            seed=args.seed,
+            config=config,
+            device=device,
+        )
+        key = cache_key(args.tracker, tracker, features)
+        if merge_only:
+            report = merge_cache(data, cache_dir(data, key, root))
+        else:
+            report = build_cache(data, tracker, key, root=root, shard=shard, progress=False if args.json else None)
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+    else:
+        state = "complete" if report.complete else f"shard {report.shard} done: run `sam2grasp cache-merge` after all"
+        print(
+            f"{report.episodes} episodes, {report.frames} frames, {report.bytes / 1e6:.1f} MB in {report.path} "
+            f"({state}); computed {report.computed}, reused {report.reused}, {report.frames_per_s:.1f} frames/s"
+        )
+    return 0
+
+
+def _add_cache_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by `cache` and `cache-merge`: the dataset, the tracker, the feature spec, the cache root."""
+    from policy.sam2_build import COMPACT, OFFICIAL_CONFIGS
+
+    p.add_argument("--data", required=True, help="dataset directory (from `collect`)")
+    p.add_argument("--tracker", default=COMPACT, choices=[COMPACT, *OFFICIAL_CONFIGS], help="default compact")
+    p.add_argument("--image-size", type=int, default=None, help="tracker input pixels (default: the tracker's)")
+    p.add_argument("--checkpoint", default=None, help="weights (.safetensors, or an official .pt)")
+    p.add_argument("--allow-random", action="store_true", help="cache with random weights (tests, benchmarks)")
+    p.add_argument("--seed", type=int, default=0, help="torch seed of the random init (with --allow-random)")
+    p.add_argument("--features", default="pooled4", help="feature spec: pooledN, masked, pointer (default pooled4)")
+    p.add_argument("--memory-frames", type=int, default=15, help="tracker memory besides the prompt (default 15)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tracker precision")
+    p.add_argument("--encode-batch", type=int, default=8, help="frames per image-encoder batch (default 8)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--cache-root", default=None, help="directory holding cache keys (default DATA/cache)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="sam2grasp", description=__doc__)
@@ -203,6 +284,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval_tracker)
+
+    p = sub.add_parser("cache", help="run the frozen tracker over every episode and store its features F_t")
+    _add_cache_args(p)
+    p.add_argument("--shard", default=None, help="I/N: only episodes with index %% N == I (default: all)")
+    p.set_defaults(func=_cmd_cache)
+
+    p = sub.add_parser("cache-merge", help="verify the shards of a feature cache and write its manifest")
+    _add_cache_args(p)
+    p.add_argument("--key", default=None, help="cache key (directory name); default: the one the options give")
+    p.set_defaults(func=_cmd_cache_merge)
     return parser
 
 

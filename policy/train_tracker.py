@@ -244,9 +244,8 @@ def stage2_step(
 
 def _save(out: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    save_safetensors(
-        model, out / "tracker.safetensors.tmp", tracker_metadata(tracker_spec("compact", model.image_size))
-    )
+    spec = tracker_spec("compact", int(getattr(model, "image_size")))  # noqa: B009
+    save_safetensors(model, out / "tracker.safetensors.tmp", tracker_metadata(spec))
     torch.save(optim.state_dict(), out / "optimizer.pt.tmp")
     (out / "progress.json.tmp").write_text(json.dumps(progress, indent=2))
     for name in ("tracker.safetensors", "optimizer.pt", "progress.json"):
