@@ -24,17 +24,8 @@ from pipeline.dataset.layout import DATA_PATH, episode_path
 from pipeline.dataset.reader import Dataset
 from pipeline.dataset.records import Episode, Frame, ObjectRecord
 from pipeline.dataset.writer import DatasetWriter
-from policy.cache import (
-    CacheError,
-    FeatureCache,
-    Shard,
-    build_cache,
-    cache_key,
-    episode_file,
-    load_tracker,
-    merge_cache,
-    parse_shard,
-)
+from policy.cache import Shard, build_cache, cache_key, load_tracker, merge_cache, parse_shard
+from policy.cache_store import CacheError, FeatureCache, episode_file
 from policy.features import extract, parse_feature_spec
 from policy.tracker import SAM2Tracker
 
