@@ -1,0 +1,192 @@
+"""The policy loop: observe, predict a chunk of actions, queue it at the observation's control tick; repeat.
+
+Runs on its own thread beside the control loop. A predictor that raises, or a chunk of the wrong shape or with
+NaN/inf, ends the policy loop and halts the control loop at once (the bad chunk never reaches the queue).
+Units: seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.runtime.chunk_queue import ChunkQueue
+from pipeline.runtime.control_loop import ControlLoop, EndReason
+
+F64 = npt.NDArray[np.float64]
+#: Returns (frame, proprioceptive state, control tick at which the frame was observed).
+Observe = Callable[[], tuple[Any, npt.NDArray[Any], int]]
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class ChunkPredictor(Protocol):
+    """A policy that maps one observation to a chunk of K future actions."""
+
+    def predict(self, frame: Any, state: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        """(K, 7) actions: 6 joint targets (radians) + gripper opening (metres), action i for K ticks ahead."""
+        ...
+
+
+class PolicyEnd(StrEnum):
+    """Why a policy loop ended."""
+
+    STOPPED = "stopped"
+    CONTROL_ENDED = "control_ended"
+    OBSERVE_ERROR = "observe_error"
+    PREDICTOR_ERROR = "predictor_error"
+    BAD_SHAPE = "bad_chunk_shape"
+    NON_FINITE = "non_finite_chunk"
+
+
+class ChunkError(ValueError):
+    """A predicted chunk cannot be executed; `reason` says which check failed."""
+
+    def __init__(self, reason: PolicyEnd, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def validate_chunk(chunk: object, action_dim: int = 7) -> F64:
+    """The chunk as a (K, action_dim) float64 array, or ChunkError for a wrong shape or NaN/inf values."""
+    try:
+        arr = np.asarray(chunk, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ChunkError(PolicyEnd.BAD_SHAPE, f"chunk is not a numeric array: {exc}") from exc
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != action_dim:
+        raise ChunkError(PolicyEnd.BAD_SHAPE, f"chunk must have shape (K >= 1, {action_dim}), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise ChunkError(PolicyEnd.NON_FINITE, f"chunk holds {bad} NaN/inf values of {arr.size}")
+    return arr
+
+
+@dataclass(frozen=True)
+class PolicyResult:
+    """How a policy loop ended: reason, detail, chunks queued, and inference time percentiles (seconds)."""
+
+    reason: PolicyEnd
+    chunks: int
+    detail: str = ""
+    inference_p50_s: float = float("nan")
+    inference_p99_s: float = float("nan")
+
+
+class PolicyLoop:
+    """Repeatedly `observe()`, `predictor.predict(frame, state)`, `queue.put(chunk, tick)`.
+
+    control: the control loop to halt on a bad prediction (and whose end ends this loop);
+    min_interval_s: seconds at least between the starts of two predictions (0 = as fast as the model runs);
+    history: inference times kept.
+    """
+
+    def __init__(
+        self,
+        predictor: ChunkPredictor,
+        observe: Observe,
+        queue: ChunkQueue,
+        control: ControlLoop | None = None,
+        min_interval_s: float = 0.0,
+        history: int = 10_000,
+    ) -> None:
+        if min_interval_s < 0:
+            raise ValueError(f"min_interval_s must be >= 0 s, got {min_interval_s}")
+        if history < 1:
+            raise ValueError(f"history must be at least 1, got {history}")
+        self.predictor, self.observe, self.queue, self.control = predictor, observe, queue, control
+        self.min_interval_s = min_interval_s
+        self._times: deque[float] = deque(maxlen=history)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._result: PolicyResult | None = None
+        self.chunks = 0
+
+    @property
+    def result(self) -> PolicyResult | None:
+        """The end state, once ended."""
+        return self._result
+
+    def inference_times(self) -> F64:
+        """Seconds per `predict` call, oldest first (at most `history`)."""
+        with self._lock:
+            return np.array(self._times, dtype=np.float64)
+
+    def start(self) -> None:
+        """Run on its own (daemon) thread."""
+        if self._thread is not None:
+            raise RuntimeError("this PolicyLoop was already started; build a new one per run")
+        self._thread = threading.Thread(target=self.run, name="policy-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Ask the loop to end after the prediction in progress (it is then not queued)."""
+        self._stop.set()
+
+    def join(self, timeout_s: float | None = None) -> PolicyResult | None:
+        """Wait up to `timeout_s` seconds for the end; the result, or None if still running."""
+        self._done.wait(timeout_s)
+        return self._result
+
+    def _running(self) -> bool:
+        return not self._stop.is_set() and not (self.control is not None and self.control.done)
+
+    def run(self) -> PolicyResult:
+        """The loop itself (blocking)."""
+        reason, detail = PolicyEnd.STOPPED, ""
+        try:
+            while self._running():
+                started = time.perf_counter()
+                try:
+                    frame, state, tick = self.observe()
+                except Exception as exc:
+                    reason, detail = PolicyEnd.OBSERVE_ERROR, f"observe() raised {type(exc).__name__}: {exc}"
+                    break
+                try:
+                    raw = self.predictor.predict(frame, state)
+                except Exception as exc:
+                    reason, detail = PolicyEnd.PREDICTOR_ERROR, f"predict() raised {type(exc).__name__}: {exc}"
+                    break
+                finally:
+                    self._record(time.perf_counter() - started)
+                try:
+                    chunk = validate_chunk(raw, self.queue.action_dim)
+                except ChunkError as exc:
+                    reason, detail = exc.reason, str(exc)
+                    break
+                if not self._running():
+                    break
+                if self.queue.put(chunk, tick):
+                    self.chunks += 1
+                wait = self.min_interval_s - (time.perf_counter() - started)
+                if wait > 0 and self._stop.wait(wait):
+                    break
+            stopped_by_control = self.control is not None and self.control.done and not self._stop.is_set()
+            if reason == PolicyEnd.STOPPED and stopped_by_control:
+                reason = PolicyEnd.CONTROL_ENDED
+        except Exception as exc:
+            reason, detail = PolicyEnd.PREDICTOR_ERROR, f"policy loop raised {type(exc).__name__}: {exc}"
+        finally:
+            if reason not in (PolicyEnd.STOPPED, PolicyEnd.CONTROL_ENDED):
+                log.error("policy loop failed (%s): %s", reason.value, detail)
+                if self.control is not None:
+                    self.control.stop(EndReason.POLICY_FAILED, f"{reason.value}: {detail}")
+            times = self.inference_times()
+            p50, p99 = np.percentile(times, [50, 99]) if times.size else (float("nan"), float("nan"))
+            self._result = PolicyResult(reason, self.chunks, detail, float(p50), float(p99))
+            self._done.set()
+        return self._result
+
+    def _record(self, seconds: float) -> None:
+        with self._lock:
+            self._times.append(seconds)
