@@ -1,0 +1,143 @@
+"""Configuration of the ACT head: a frozen dataclass, validated on construction, stored as JSON in checkpoints.
+
+The head reads F_t tokens (n, C) of one feature spec plus `extras` and proprioception, and predicts a chunk of
+`chunk_size` future actions in one action mode ("joint": 6 joint targets + gripper opening; "ee": TCP x y z +
+axis-angle + gripper opening). A checkpoint is only valid for the spec and mode it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from policy.features import parse_feature_spec
+
+#: Action modes and what their 7 values are.
+ACTION_MODES: tuple[str, ...] = ("joint", "ee")
+
+
+@dataclass(frozen=True)
+class ACTConfig:
+    """Sizes and options of the ACT head.
+
+    feature_spec: the F_t spec name ("pooled4", "masked", "pointer", ...); `n_tokens` must match it.
+    token_dim: channels C of each token (64 for the compact tracker, 256 for official SAM2).
+    chunk_size: K, actions predicted per call.
+    n_action_steps: actions `select_action` takes from each chunk before predicting the next one
+        (None: all K). Ignored with temporal ensembling, which predicts a new chunk every call.
+    n_decoder_layers: decoder depth; every layer is used (LeRobot's original ACT built N and ran 1).
+    use_vae: train with the CVAE encoder over [CLS, state, action chunk]; inference uses a zero latent.
+    temporal_ensemble_coeff: m in the weights exp(-m * i), i = 0 for the oldest prediction of a step;
+        None: no ensembling in `select_action` (action queue).
+    normalize_tokens: normalise tokens per channel with training statistics (state, extras and actions are
+        always normalised).
+    """
+
+    feature_spec: str
+    token_dim: int
+    n_tokens: int
+    extras_dim: int = 7
+    state_dim: int = 7
+    action_dim: int = 7
+    action_mode: str = "joint"
+    chunk_size: int = 20
+    n_action_steps: int | None = None
+    dim_model: int = 256
+    n_heads: int = 8
+    dim_feedforward: int = 1024
+    n_encoder_layers: int = 4
+    n_decoder_layers: int = 1
+    dropout: float = 0.1
+    use_vae: bool = False
+    latent_dim: int = 32
+    n_vae_encoder_layers: int = 4
+    kl_weight: float = 10.0
+    temporal_ensemble_coeff: float | None = None
+    normalize_tokens: bool = True
+
+    def __post_init__(self) -> None:
+        try:
+            spec = parse_feature_spec(self.feature_spec)
+        except ValueError as e:
+            raise ValueError(f"ACTConfig.feature_spec: {e}") from None
+        if self.n_tokens != spec.num_tokens():
+            raise ValueError(
+                f"ACTConfig.n_tokens={self.n_tokens} does not match feature spec {self.feature_spec!r}, "
+                f"which gives {spec.num_tokens()} tokens per frame"
+            )
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"ACTConfig.action_mode={self.action_mode!r}; valid: {', '.join(ACTION_MODES)}")
+        positive = (
+            "token_dim",
+            "n_tokens",
+            "extras_dim",
+            "state_dim",
+            "action_dim",
+            "chunk_size",
+            "dim_model",
+            "n_heads",
+            "dim_feedforward",
+            "n_encoder_layers",
+            "n_decoder_layers",
+            "latent_dim",
+            "n_vae_encoder_layers",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"ACTConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.dim_model % self.n_heads:
+            raise ValueError(
+                f"ACTConfig.dim_model={self.dim_model} must be divisible by n_heads={self.n_heads}; "
+                f"valid n_heads: {[h for h in range(1, self.dim_model + 1) if self.dim_model % h == 0]}"
+            )
+        if self.n_action_steps is not None and not 1 <= self.n_action_steps <= self.chunk_size:
+            raise ValueError(
+                f"ACTConfig.n_action_steps={self.n_action_steps} must be None or within 1..chunk_size "
+                f"({self.chunk_size})"
+            )
+        if not (isinstance(self.dropout, float | int) and 0.0 <= self.dropout < 1.0):
+            raise ValueError(f"ACTConfig.dropout must be within [0, 1), got {self.dropout!r}")
+        if not (isinstance(self.kl_weight, float | int) and math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ValueError(f"ACTConfig.kl_weight must be a finite number >= 0, got {self.kl_weight!r}")
+        m = self.temporal_ensemble_coeff
+        if m is not None and not (isinstance(m, float | int) and not isinstance(m, bool) and math.isfinite(m)):
+            raise ValueError(f"ACTConfig.temporal_ensemble_coeff must be None or a finite number, got {m!r}")
+        for name in ("use_vae", "normalize_tokens"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ACTConfig.{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def action_steps(self) -> int:
+        """Actions taken from each chunk by `select_action` without ensembling."""
+        return self.chunk_size if self.n_action_steps is None else self.n_action_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ACTConfig:
+        """A config from its dict; unknown or missing keys are errors naming the valid ones."""
+        if not isinstance(data, dict):
+            raise ValueError(f"ACTConfig must be a JSON object, got {type(data).__name__}")
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - valid)
+        if unknown:
+            raise ValueError(f"unknown ACTConfig keys {unknown}; valid keys: {sorted(valid)}")
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise ValueError(f"ACTConfig: {e}; required keys: feature_spec, token_dim, n_tokens") from None
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ACTConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"ACTConfig JSON is not valid JSON: {e}") from None
+        return cls.from_dict(data)

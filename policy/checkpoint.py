@@ -1,0 +1,129 @@
+"""ACT head checkpoints: a directory with `model.safetensors` (weights + normaliser buffers) and `config.json`.
+
+config.json: {"format": "sam2grasp-act", "format_version": 1, "config": ACTConfig, "training": {...}}.
+Loading is strict: missing or unexpected keys, shape mismatches, a feature spec or action mode other than the one
+expected are `PolicyCheckpointError`s that say what was found and what was expected. No pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from policy.act import ACTPolicy
+from policy.act_config import ACTConfig
+
+FORMAT = "sam2grasp-act"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+class PolicyCheckpointError(Exception):
+    """A checkpoint that cannot be loaded as asked (missing files, wrong format, keys, shapes, spec or mode)."""
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def save_policy(directory: Path | str, policy: ACTPolicy, training: dict[str, Any] | None = None) -> Path:
+    """Write `policy` to `directory` (created if needed); `training` is free-form JSON-able info kept alongside."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    cfg = policy.config
+    meta = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "feature_spec": cfg.feature_spec,
+        "action_mode": cfg.action_mode,
+    }
+    doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict(), "training": training or {}}
+    text = json.dumps(doc, indent=2, sort_keys=True)
+    _write_atomic(out / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=meta))
+    _write_atomic(out / CONFIG_FILE, lambda p: p.write_text(text))
+    return out
+
+
+def read_checkpoint_info(directory: Path | str) -> tuple[ACTConfig, dict[str, Any]]:
+    """The config and training info of a checkpoint directory, validated."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise PolicyCheckpointError(f"{path} not found: a policy checkpoint holds {CONFIG_FILE} and {WEIGHTS_FILE}")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise PolicyCheckpointError(f"{path} is not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise PolicyCheckpointError(f"{path}: format {found!r}, expected {FORMAT!r}")
+    if doc.get("format_version") != FORMAT_VERSION:
+        raise PolicyCheckpointError(
+            f"{path}: format_version {doc.get('format_version')!r}, this code reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = ACTConfig.from_dict(doc.get("config"))  # type: ignore[arg-type]
+    except ValueError as e:
+        raise PolicyCheckpointError(f"{path}: invalid config: {e}") from None
+    training = doc.get("training", {})
+    return config, training if isinstance(training, dict) else {}
+
+
+def load_policy(
+    directory: Path | str,
+    *,
+    expect_feature_spec: str | None = None,
+    expect_action_mode: str | None = None,
+    device: torch.device | str = "cpu",
+) -> ACTPolicy:
+    """The policy saved in `directory`, in eval mode, strictly checked against its config and the expectations."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    config, _ = read_checkpoint_info(d)
+    if expect_feature_spec is not None and config.feature_spec != expect_feature_spec:
+        raise PolicyCheckpointError(
+            f"{d}: checkpoint was trained on feature spec {config.feature_spec!r}, expected {expect_feature_spec!r}"
+        )
+    if expect_action_mode is not None and config.action_mode != expect_action_mode:
+        raise PolicyCheckpointError(
+            f"{d}: checkpoint predicts action mode {config.action_mode!r}, expected {expect_action_mode!r}"
+        )
+    weights = d / WEIGHTS_FILE
+    if not weights.is_file():
+        raise PolicyCheckpointError(f"{weights} not found")
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as e:
+        raise PolicyCheckpointError(f"{weights}: not readable as safetensors: {e}") from None
+    policy = ACTPolicy(config)
+    expected = policy.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise PolicyCheckpointError(
+            f"{weights}: keys do not match the config; missing {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
+            f"{' ...' if len(unexpected) > 10 else ''}"
+        )
+    for key, value in state.items():
+        want = expected[key]
+        if tuple(value.shape) != tuple(want.shape) or value.dtype != want.dtype:
+            raise PolicyCheckpointError(
+                f"{weights}: {key} has shape {tuple(value.shape)} {value.dtype}; "
+                f"the config needs {tuple(want.shape)} {want.dtype}"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise PolicyCheckpointError(f"{weights}: {key} holds NaN or inf")
+    policy.load_state_dict(state, strict=True)
+    return policy.to(device).eval()

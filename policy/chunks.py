@@ -1,0 +1,142 @@
+"""Training samples for the ACT head: every frame t of every episode with its K-step action chunk.
+
+A chunk at t is actions[t : t+K]; past the episode's end it is padded with the episode's last action and
+`is_pad` marks the padded steps (the loss ignores them). Episodes are held in memory as `EpisodeArrays`
+(cached F_t tokens, extras, proprioception and actions, one row per frame).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from policy.act import PolicyInput, PolicyTarget
+
+
+@dataclass(frozen=True)
+class EpisodeArrays:
+    """One episode, T frames: tokens (T, n, C) float16/float32, extras (T, E), state (T, S), action (T, A)."""
+
+    tokens: npt.NDArray[np.floating]
+    extras: npt.NDArray[np.floating]
+    state: npt.NDArray[np.floating]
+    action: npt.NDArray[np.floating]
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 3:
+            raise ValueError(f"EpisodeArrays.tokens must be (T, n, C), got shape {self.tokens.shape}")
+        if self.tokens.dtype not in (np.float16, np.float32):
+            raise ValueError(f"EpisodeArrays.tokens must be float16 or float32, got {self.tokens.dtype}")
+        n_frames = self.tokens.shape[0]
+        if n_frames < 1:
+            raise ValueError("EpisodeArrays needs at least one frame, got T=0")
+        for name in ("extras", "state", "action"):
+            arr: npt.NDArray[np.floating] = getattr(self, name)
+            if arr.ndim != 2 or arr.shape[0] != n_frames:
+                raise ValueError(f"EpisodeArrays.{name} must be (T={n_frames}, dim), got shape {arr.shape}")
+            if not np.issubdtype(arr.dtype, np.floating):
+                raise ValueError(f"EpisodeArrays.{name} must be floating point, got {arr.dtype}")
+        for name in ("tokens", "extras", "state", "action"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"EpisodeArrays.{name} holds NaN or inf")
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+
+def split_by_episode(
+    episodes: Sequence[EpisodeArrays], val_fraction: float, seed: int
+) -> tuple[list[EpisodeArrays], list[EpisodeArrays]]:
+    """Train and validation episodes (whole episodes; at least one of each when val_fraction > 0)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be within [0, 1), got {val_fraction}")
+    n = len(episodes)
+    if val_fraction == 0.0:
+        return list(episodes), []
+    if n < 2:
+        raise ValueError(f"a train/val split needs at least 2 episodes, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    k = min(n - 1, max(1, round(n * val_fraction)))
+    val = sorted(int(i) for i in order[:k])
+    train = sorted(int(i) for i in order[k:])
+    return [episodes[i] for i in train], [episodes[i] for i in val]
+
+
+class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
+    """Every (episode, t) as a sample; `batch(indices)` gathers many at once, `__getitem__` gives one."""
+
+    def __init__(self, episodes: Sequence[EpisodeArrays], chunk_size: int):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if not episodes:
+            raise ValueError("ChunkDataset needs at least one episode, got none")
+        first = episodes[0]
+        for i, e in enumerate(episodes):
+            for name in ("tokens", "extras", "state", "action"):
+                a, b = getattr(e, name).shape[1:], getattr(first, name).shape[1:]
+                if a != b:
+                    raise ValueError(f"episode {i} has {name} of per-frame shape {a}; episode 0 has {b}")
+        self.chunk_size = chunk_size
+        self.tokens = np.concatenate([e.tokens for e in episodes])
+        self.extras = np.concatenate([e.extras for e in episodes]).astype(np.float32)
+        self.state = np.concatenate([e.state for e in episodes]).astype(np.float32)
+        self.action = np.concatenate([e.action for e in episodes]).astype(np.float32)
+        lengths = np.array([len(e) for e in episodes])
+        ends = np.cumsum(lengths)  # exclusive end of each episode in the flat arrays
+        self.episode_of = np.repeat(np.arange(len(episodes)), lengths)
+        self._last = (ends - 1)[self.episode_of]  # flat index of each frame's episode's last frame
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def _chunk_index(self, idx: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+        raw = idx[:, None] + np.arange(self.chunk_size)[None, :]
+        last = self._last[idx][:, None]
+        return np.minimum(raw, last), raw > last
+
+    def batch(self, indices: Sequence[int] | npt.NDArray[np.int64]) -> tuple[PolicyInput, PolicyTarget]:
+        """Samples `indices` stacked: tokens (B, n, C) float32, extras (B, E), state (B, S); actions (B, K, A)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 1 or len(idx) == 0:
+            raise ValueError(f"indices must be a non-empty 1-D sequence, got shape {idx.shape}")
+        if idx.min() < 0 or idx.max() >= len(self):
+            raise ValueError(f"indices must be within 0..{len(self) - 1}, got {int(idx.min())}..{int(idx.max())}")
+        chunk, pad = self._chunk_index(idx)
+        inp = PolicyInput(
+            tokens=torch.from_numpy(self.tokens[idx].astype(np.float32)),
+            extras=torch.from_numpy(self.extras[idx]),
+            state=torch.from_numpy(self.state[idx]),
+        )
+        target = PolicyTarget(actions=torch.from_numpy(self.action[chunk]), is_pad=torch.from_numpy(pad))
+        return inp, target
+
+    def __getitem__(self, i: int) -> tuple[PolicyInput, PolicyTarget]:
+        """One sample, unbatched: tokens (n, C), extras (E,), state (S,); actions (K, A), is_pad (K,)."""
+        inp, target = self.batch([int(i)])
+        return (
+            PolicyInput(inp.tokens[0], inp.extras[0], inp.state[0]),
+            PolicyTarget(target.actions[0], target.is_pad[0]),
+        )
+
+
+def collate(samples: Sequence[tuple[PolicyInput, PolicyTarget]]) -> tuple[PolicyInput, PolicyTarget]:
+    """Stack unbatched samples (as `ChunkDataset.__getitem__` gives them) into one batch."""
+    if not samples:
+        raise ValueError("collate needs at least one sample, got none")
+    inputs = [s[0] for s in samples]
+    targets = [s[1] for s in samples]
+    return (
+        PolicyInput(
+            tokens=torch.stack([x.tokens for x in inputs]),
+            extras=torch.stack([x.extras for x in inputs]),
+            state=torch.stack([x.state for x in inputs]),
+        ),
+        PolicyTarget(
+            actions=torch.stack([t.actions for t in targets]), is_pad=torch.stack([t.is_pad for t in targets])
+        ),
+    )

@@ -1,0 +1,362 @@
+"""Train the ACT head on cached F_t: AdamW, warm-up + cosine learning rate, gradient clipping, held-out L1 per epoch.
+
+Output directory:
+- `policy/`: the final policy (policy/checkpoint.py format); `best/`: the lowest validation L1 so far;
+- `resume/`: the state to resume from (weights + normaliser via save_policy, `optimizer.pt`, `progress.json`),
+  written every `checkpoint_every_s` seconds / `checkpoint_every_epochs` epochs; a rerun with the same
+  configuration continues from it and ends where an uninterrupted run would;
+- `loss_curve.png`, `report.json`.
+
+Data-parallel training: under `torchrun` call `maybe_init_distributed()` first (gloo on CPU, nccl on CUDA). When
+`torch.distributed` is initialised the model is wrapped in DDP, each rank takes its share of every global batch
+through a `DistributedSampler`, and only rank 0 writes files. `batch_size` is the global batch. The L1 sum of each
+rank is divided by (global non-padded count / world size), so DDP's gradient average is exactly the masked mean
+over the global batch: W ranks with batch B/W take the same steps as one process with batch B.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+from policy.act import ACTPolicy
+from policy.act_config import ACTConfig
+from policy.checkpoint import load_policy, save_policy
+from policy.chunks import ChunkDataset, EpisodeArrays
+from policy.loss_curve import draw_loss_curve
+from policy.normalize import compute_stats
+
+# fields whose change makes a resume checkpoint unusable
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
+
+
+@dataclass(frozen=True)
+class HeadTrainConfig:
+    """Training settings. batch_size is the global batch (divided over DDP ranks)."""
+
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    final_lr_fraction: float = 0.01
+    grad_clip: float = 10.0
+    seed: int = 0
+    val_batch_size: int = 256
+    checkpoint_every_s: float = 300.0
+    checkpoint_every_epochs: int = 1
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "val_batch_size", "checkpoint_every_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"HeadTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"HeadTrainConfig.lr must be a finite number > 0, got {self.lr}")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip <= 0 or self.checkpoint_every_s <= 0:
+            raise ValueError(
+                "HeadTrainConfig: warmup_steps and weight_decay must be >= 0; grad_clip and checkpoint_every_s > 0"
+            )
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise ValueError(f"HeadTrainConfig.final_lr_fraction must be within [0, 1], got {self.final_lr_fraction}")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"HeadTrainConfig.device must be 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training run produced (val_* None without validation episodes)."""
+
+    policy_dir: Path
+    best_dir: Path | None
+    loss_curve: Path
+    steps: int
+    total_steps: int
+    epochs_done: int
+    stopped_early: bool
+    final_train_l1: float
+    final_val_l1: float | None
+    best_val_l1: float | None
+    val_l1_mean_baseline: float | None  # L1 of always predicting the training-mean action
+    seconds: float
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def maybe_init_distributed(device: str = "cpu") -> bool:
+    """Initialise torch.distributed from torchrun's environment (WORLD_SIZE > 1); True when distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend)
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+def lr_at(step: int, total: int, cfg: HeadTrainConfig) -> float:
+    """Linear warm-up over warmup_steps, then cosine from lr down to lr * final_lr_fraction at `total`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    low = cfg.lr * cfg.final_lr_fraction
+    return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+def _all_sum(values: list[float], world: int) -> list[float]:
+    if world == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return [float(v) for v in t]
+
+
+def _evaluate(policy: ACTPolicy, data: ChunkDataset, batch: int, rank: int, world: int) -> tuple[float, float]:
+    """Masked-mean L1 (normalised units) of the policy and of predicting the training mean, over all ranks."""
+    was_training = policy.training
+    policy.eval()
+    sums = [0.0, 0.0, 0.0]  # policy L1 sum, mean-baseline L1 sum, element count
+    idx = list(range(rank, len(data), world))
+    norm = policy.normalizer
+    with torch.no_grad():
+        for i in range(0, len(idx), batch):
+            inp, tgt = data.batch(idx[i : i + batch])
+            inp, tgt = policy.validate_input(inp), policy.validate_target(tgt, len(idx[i : i + batch]))
+            latent = torch.zeros(inp.tokens.shape[0], policy.config.latent_dim, device=inp.tokens.device)
+            pred = policy.model(norm.tokens(inp.tokens), norm.extras(inp.extras), norm.state(inp.state), latent)
+            target = norm.action(tgt.actions)
+            valid = (~tgt.is_pad).unsqueeze(-1).to(pred.dtype)
+            sums[0] += float(((pred - target).abs() * valid).sum())
+            sums[1] += float((target.abs() * valid).sum())
+            sums[2] += float(valid.sum()) * policy.config.action_dim
+    policy.train(was_training)
+    total = _all_sum(sums, world)
+    return total[0] / max(total[2], 1.0), total[1] / max(total[2], 1.0)
+
+
+def _resume_dir(out: Path) -> Path | None:
+    for name in ("resume", "resume.old"):  # resume.old survives a crash between the two renames in _save_resume
+        if (out / name / "progress.json").is_file():
+            return out / name
+    return None
+
+
+def _save_resume(out: Path, policy: ACTPolicy, optim: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
+    new, cur, old = out / "resume.new", out / "resume", out / "resume.old"
+    shutil.rmtree(new, ignore_errors=True)
+    save_policy(new, policy, training={"resume": True, "step": progress["step"]})
+    # The optimiser state and the RNG state are plain tensors and numbers, saved with torch.save and read back
+    # with torch.load(weights_only=True), which refuses arbitrary pickled objects.
+    state: dict[str, Any] = {"optimizer": optim.state_dict(), "torch_rng": torch.get_rng_state()}
+    device = next(policy.parameters()).device
+    if device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    torch.save(state, new / "optimizer.pt")
+    (new / "progress.json").write_text(json.dumps(progress, indent=2))
+    if cur.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        cur.rename(old)
+    new.rename(cur)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _draw(history: list[dict[str, Any]], path: Path) -> None:
+    draw_loss_curve(
+        [h["epoch"] for h in history], [h["train_l1"] for h in history], [h["val_l1"] for h in history], path
+    )
+
+
+def train_head(
+    episodes_train: Sequence[EpisodeArrays],
+    episodes_val: Sequence[EpisodeArrays],
+    config: ACTConfig,
+    train_cfg: HeadTrainConfig,
+    out_dir: Path | str,
+    *,
+    stop_after_steps: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainReport:
+    """Train (or resume training of) an ACT head; see the module docstring for files and DDP.
+
+    stop_after_steps: stop once the global step reaches this count (a resume checkpoint is written), e.g. to
+    time-box a run; a later call continues from there.
+    """
+    out = Path(out_dir)
+    distributed = dist.is_available() and dist.is_initialized()
+    world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+    if train_cfg.batch_size % world:
+        raise ValueError(f"batch_size {train_cfg.batch_size} must be divisible by the world size {world}")
+    per_rank = train_cfg.batch_size // world
+    device = torch.device(train_cfg.device)
+    say: Callable[[str], None] = log if (log is not None and rank == 0) else (lambda _s: None)
+
+    train_data = ChunkDataset(episodes_train, config.chunk_size)
+    val_data = ChunkDataset(episodes_val, config.chunk_size) if episodes_val else None
+    batches_per_epoch = (len(train_data) // world) // per_rank
+    if batches_per_epoch < 1:
+        raise ValueError(f"{len(train_data)} training samples make no full global batch of {train_cfg.batch_size}")
+    total_steps = train_cfg.epochs * batches_per_epoch
+    fingerprint = {
+        "act_config": config.to_dict(),
+        "train": {k: getattr(train_cfg, k) for k in _RESUME_KEYS},
+        "train_samples": len(train_data),
+    }
+
+    torch.manual_seed(train_cfg.seed)
+    policy = ACTPolicy(config)
+    policy.normalizer.set_stats(compute_stats(episodes_train))
+    progress: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "step": 0,
+        "history": [],
+        "seconds": 0.0,
+        "best_val_l1": None,
+        "epoch_sums": [0.0, 0.0],
+    }
+    resume = _resume_dir(out)
+    optim_state: dict[str, Any] | None = None
+    if resume is not None:
+        saved = json.loads((resume / "progress.json").read_text())
+        if saved.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{resume} was written by a run with another configuration or data; found "
+                f"{saved.get('fingerprint')}, this run has {fingerprint}; use a new out_dir or delete {resume}"
+            )
+        progress = saved
+        policy = load_policy(resume)
+        optim_state = torch.load(resume / "optimizer.pt", weights_only=True)
+        say(json.dumps({"resumed": str(resume), "step": progress["step"]}))
+    policy.to(device).train()
+    optim = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    if optim_state is not None:
+        optim.load_state_dict(optim_state["optimizer"])
+        torch.set_rng_state(optim_state["torch_rng"])
+        if device.type == "cuda" and "cuda_rng" in optim_state:
+            torch.cuda.set_rng_state(optim_state["cuda_rng"], device)
+    net: torch.nn.Module = policy
+    if distributed:
+        ids = (
+            [device.index if device.index is not None else torch.cuda.current_device()]
+            if device.type == "cuda"
+            else None
+        )
+        net = DistributedDataParallel(policy, device_ids=ids)
+
+    base_val = None
+    if val_data is not None:
+        _, base_val = _evaluate(policy, val_data, train_cfg.val_batch_size, rank, world)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        train_data, num_replicas=world, rank=rank, shuffle=True, seed=train_cfg.seed, drop_last=True
+    )
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=progress["step"], disable=rank != 0 or not sys.stderr.isatty())
+    t0 = time.monotonic() - float(progress["seconds"])
+    last_ckpt = time.monotonic()
+    stopped = stop_after_steps is not None and progress["step"] >= stop_after_steps
+    while progress["step"] < total_steps and not stopped:
+        epoch, first = divmod(progress["step"], batches_per_epoch)
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        for b in range(first, batches_per_epoch):
+            step = progress["step"]
+            inp, tgt = train_data.batch(order[b * per_rank : (b + 1) * per_rank])
+            lr = lr_at(step, total_steps, train_cfg)
+            for g in optim.param_groups:
+                g["lr"] = lr
+            count = None
+            if distributed:
+                n_valid = _all_sum([float((~tgt.is_pad).sum()) * config.action_dim], world)[0]
+                count = n_valid / world
+            loss, info = net(inp, tgt, count)
+            if not math.isfinite(info.loss):
+                raise FloatingPointError(f"non-finite loss {info} at step {step}; lower lr or check the data")
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.grad_clip)
+            optim.step()
+            progress["step"] = step + 1
+            progress["epoch_sums"] = [progress["epoch_sums"][0] + info.l1, progress["epoch_sums"][1] + 1]
+            bar.update(1)
+            bar.set_postfix(l1=f"{info.l1:.4f}", lr=f"{lr:.2e}")
+            progress["seconds"] = time.monotonic() - t0
+            if stop_after_steps is not None and progress["step"] >= stop_after_steps:
+                stopped = True
+                break
+            if rank == 0 and time.monotonic() - last_ckpt > train_cfg.checkpoint_every_s:
+                _save_resume(out, policy, optim, progress)
+                last_ckpt = time.monotonic()
+        if stopped and progress["step"] % batches_per_epoch:
+            break
+        # end of an epoch
+        sums = _all_sum(progress["epoch_sums"], world)
+        train_l1 = sums[0] / max(sums[1], 1.0)
+        val_l1 = _evaluate(policy, val_data, train_cfg.val_batch_size, rank, world)[0] if val_data else None
+        rec = {
+            "epoch": progress["step"] // batches_per_epoch,
+            "step": progress["step"],
+            "train_l1": train_l1,
+            "val_l1": val_l1,
+            "lr": lr,
+            "elapsed_s": round(time.monotonic() - t0, 2),
+        }
+        progress["history"].append(rec)
+        progress["epoch_sums"] = [0.0, 0.0]
+        say(json.dumps(rec))
+        if rank == 0:
+            _draw(progress["history"], out / "loss_curve.png")
+        if val_l1 is not None and (progress["best_val_l1"] is None or val_l1 < progress["best_val_l1"]):
+            progress["best_val_l1"] = val_l1
+            if rank == 0:
+                save_policy(
+                    out / "best", policy, training={"epoch": rec["epoch"], "step": rec["step"], "val_l1": val_l1}
+                )
+        if rank == 0 and (rec["epoch"] % train_cfg.checkpoint_every_epochs == 0 or progress["step"] == total_steps):
+            _save_resume(out, policy, optim, progress)
+            last_ckpt = time.monotonic()
+        if stopped:
+            break
+    bar.close()
+    progress["seconds"] = time.monotonic() - t0
+    history = progress["history"]
+    final_train = history[-1]["train_l1"] if history else math.nan
+    final_val = history[-1]["val_l1"] if history else None
+    report = TrainReport(
+        policy_dir=out / "policy",
+        best_dir=out / "best" if progress["best_val_l1"] is not None else None,
+        loss_curve=out / "loss_curve.png",
+        steps=progress["step"],
+        total_steps=total_steps,
+        epochs_done=progress["step"] // batches_per_epoch,
+        stopped_early=progress["step"] < total_steps,
+        final_train_l1=final_train,
+        final_val_l1=final_val,
+        best_val_l1=progress["best_val_l1"],
+        val_l1_mean_baseline=base_val,
+        seconds=progress["seconds"],
+        history=history,
+    )
+    if rank == 0:
+        _save_resume(out, policy, optim, progress)
+        summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(report).items() if k != "history"}
+        summary["train_config"] = asdict(train_cfg)
+        save_policy(out / "policy", policy, training=summary)
+        _draw(history, report.loss_curve)
+        (out / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+    if distributed:
+        dist.barrier()
+    return report
