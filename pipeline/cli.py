@@ -94,7 +94,12 @@ def _cmd_train_tracker(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         stage1_steps=args.stage1_steps,
         stage2_steps=args.stage2_steps,
+        stage1_batch=args.stage1_batch,
+        stage2_batch=args.stage2_batch,
+        stage1_budget_s=args.stage1_budget_s,
+        stage2_budget_s=args.stage2_budget_s,
         seed=args.seed,
+        device=args.device,
     )
     progress = train_tracker(Path(args.data), Path(args.out), cfg, log=lambda line: print(line, flush=True))
     summary = {k: progress[k] for k in ("seconds", "held_out_episodes")}
@@ -268,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=256, help="tracker input pixels (default 256)")
     p.add_argument("--stage1-steps", type=int, default=2000)
     p.add_argument("--stage2-steps", type=int, default=2000)
+    p.add_argument("--stage1-batch", type=int, default=8, help="frames per stage-1 step (default 8)")
+    p.add_argument("--stage2-batch", type=int, default=2, help="clips per stage-2 step (default 2)")
+    p.add_argument("--stage1-budget-s", type=float, default=0.0, help="seconds for stage 1 (0 = steps only)")
+    p.add_argument("--stage2-budget-s", type=float, default=0.0, help="seconds for stage 2 (0 = steps only)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")

@@ -46,17 +46,27 @@ def _resize(frames: npt.NDArray[np.uint8], size: int, *, nearest: bool) -> npt.N
     return np.ascontiguousarray(out.numpy())
 
 
-def load_clips(root: Path, size: int, episodes: list[int] | None = None) -> TrackingClips:
-    """Decode the given episodes (default: all) of the dataset at `root`, resized to `size` x `size`."""
+def load_clips(root: Path, size: int, episodes: list[int] | None = None, *, workers: int = 1) -> TrackingClips:
+    """Decode the given episodes (default: all) of the dataset at `root`, resized to `size` x `size`;
+    `workers` threads decode episodes side by side (video decoding releases the GIL)."""
     ds = Dataset(root)
     picks = list(range(len(ds))) if episodes is None else episodes
-    frames, masks, starts = [], [], [0]
-    for e in picks:
+
+    def one(e: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
         ep = ds.load_episode(e)
         if ep.rgb is None:
             raise ValueError(f"episode {e} of {root} has no colour frames")
-        frames.append(_resize(ep.rgb, size, nearest=False))
         full = np.stack([ep.target_mask(t) for t in range(len(ep))]).astype(np.uint8) * 255
-        masks.append(_resize(full, size, nearest=False) >= 128)
-        starts.append(starts[-1] + len(ep))
-    return TrackingClips(np.concatenate(frames), np.concatenate(masks), np.asarray(starts, dtype=np.int64))
+        return _resize(ep.rgb, size, nearest=False), _resize(full, size, nearest=False) >= 128
+
+    if workers > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(one, picks))
+    else:
+        parts = [one(e) for e in picks]
+    starts = np.cumsum([0] + [len(f) for f, _ in parts])
+    return TrackingClips(
+        np.concatenate([f for f, _ in parts]), np.concatenate([m for _, m in parts]), starts.astype(np.int64)
+    )

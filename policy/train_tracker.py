@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ class TrackerTrainConfig:
     held_out: float = 0.1
     seed: int = 0
     checkpoint_every_s: float = 180.0
+    device: str = "cpu"
+    stage1_budget_s: float = 0.0
+    stage2_budget_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.stage1_steps < 0 or self.stage2_steps < 0 or self.stage1_batch < 1 or self.stage2_batch < 1:
@@ -54,6 +58,8 @@ class TrackerTrainConfig:
             raise ValueError("clip_len must be within 2..16 and max_stride within 1..8")
         if not 0 <= self.black_prob < 1 or not 0 <= self.box_jitter <= 0.5 or not 0 < self.held_out < 1:
             raise ValueError("black_prob within [0, 1), box_jitter within [0, 0.5], held_out within (0, 1)")
+        if self.stage1_budget_s < 0 or self.stage2_budget_s < 0:
+            raise ValueError("stage budgets are seconds >= 0 (0 = no time limit, the step counts alone)")
 
 
 def split_episodes(n: int, held_out: float, seed: int) -> tuple[list[int], list[int]]:
@@ -64,7 +70,8 @@ def split_episodes(n: int, held_out: float, seed: int) -> tuple[list[int], list[
 
 
 def _normalise(frames: torch.Tensor) -> torch.Tensor:
-    return (frames.permute(0, 3, 1, 2).float() / 255.0 - _MEAN) / _STD
+    mean, std = _MEAN.to(frames.device), _STD.to(frames.device)
+    return (frames.permute(0, 3, 1, 2).float() / 255.0 - mean) / std
 
 
 def _jittered_boxes(masks: torch.Tensor, jitter: float, rng: np.random.Generator) -> torch.Tensor:
@@ -87,8 +94,8 @@ def _heads(model: Any, pix: torch.Tensor, high_res: list[torch.Tensor], points: 
     """SAM prompt encoder + mask decoder without the object-score gating (for the loss)."""
     b = pix.shape[0]
     if points is None:
-        coords = torch.zeros(b, 1, 2)
-        labels = -torch.ones(b, 1, dtype=torch.int32)
+        coords = torch.zeros(b, 1, 2, device=pix.device)
+        labels = -torch.ones(b, 1, dtype=torch.int32, device=pix.device)
     else:
         coords, labels = points["point_coords"], points["point_labels"]
     sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=None)
@@ -124,7 +131,7 @@ def _frame_loss(
     logits = F.interpolate(low_res.float(), size=(size, size), mode="bilinear", align_corners=False)
     per_mask = _mask_losses(logits, target)
     best = per_mask.argmin(dim=1)
-    idx = torch.arange(len(best))
+    idx = torch.arange(len(best), device=best.device)
     with torch.no_grad():
         pred = logits > 0
         inter = (pred & (target[:, None] > 0.5)).sum(dim=(2, 3)).float()
@@ -135,6 +142,10 @@ def _frame_loss(
     iou_loss = (((ious.float() - true_iou) ** 2).mean(dim=1) * vis).sum() / vis.sum().clamp_min(1)
     score_loss = F.binary_cross_entropy_with_logits(score.float().reshape(-1), vis)
     return mask_loss + iou_loss + score_loss, best, true_iou[idx, best]
+
+
+def _model_device(model: Any) -> torch.device:
+    return next(model.parameters()).device  # type: ignore[no-any-return]
 
 
 def _split_backbone(model: Any, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], Any]:
@@ -148,7 +159,7 @@ def _high_res(feats: list[torch.Tensor], sizes: Any) -> list[torch.Tensor]:
 
 
 def _box_points(boxes: torch.Tensor) -> dict[str, torch.Tensor]:
-    labels = torch.tensor([[2, 3]], dtype=torch.int32).expand(len(boxes), 2)
+    labels = torch.tensor([[2, 3]], dtype=torch.int32, device=boxes.device).expand(len(boxes), 2)
     return {"point_coords": boxes.reshape(-1, 2, 2), "point_labels": labels.contiguous()}
 
 
@@ -156,13 +167,14 @@ def stage1_step(
     model: Any, data: TrackingClips, idx: np.ndarray, cfg: TrackerTrainConfig, rng: np.random.Generator
 ) -> tuple[torch.Tensor, float]:
     """Box -> mask on single frames; some frames blacked out with a random box to teach 'absent'."""
-    frames = torch.from_numpy(data.frames[idx]).clone()
-    masks = torch.from_numpy(data.masks[idx]).clone()
-    black = torch.from_numpy(rng.random(len(idx)) < cfg.black_prob)
+    dev = _model_device(model)
+    frames = torch.from_numpy(data.frames[idx]).to(dev)
+    masks = torch.from_numpy(data.masks[idx]).to(dev)
+    black = torch.from_numpy(rng.random(len(idx)) < cfg.black_prob).to(dev)
     frames[black] = 0
     masks[black] = False
     visible = masks.flatten(1).any(dim=1)
-    boxes = _jittered_boxes(masks, cfg.box_jitter, rng)
+    boxes = _jittered_boxes(masks.cpu(), cfg.box_jitter, rng).to(dev)
     feats, _pos, sizes = _split_backbone(model, _normalise(frames))
     b, c = feats[-1].shape[1], feats[-1].shape[2]
     h, w = sizes[-1]
@@ -198,18 +210,19 @@ def stage2_step(
     """Track through a batch of clips with SAM2's memory; the image encoder runs without gradients."""
     clips = _sample_clips(data, episodes, cfg, rng)
     bsz, k = clips.shape
-    frames = torch.from_numpy(data.frames[clips.reshape(-1)]).clone().reshape(bsz, k, *data.frames.shape[1:])
-    masks = torch.from_numpy(data.masks[clips.reshape(-1)]).clone().reshape(bsz, k, *data.masks.shape[1:])
-    black = torch.from_numpy(rng.random((bsz, k)) < cfg.black_prob)
+    dev = _model_device(model)
+    frames = torch.from_numpy(data.frames[clips.reshape(-1)]).to(dev).reshape(bsz, k, *data.frames.shape[1:])
+    masks = torch.from_numpy(data.masks[clips.reshape(-1)]).to(dev).reshape(bsz, k, *data.masks.shape[1:])
+    black = torch.from_numpy(rng.random((bsz, k)) < cfg.black_prob).to(dev)
     black[:, 0] = False
     frames[black] = 0
     masks[black] = False
     with torch.no_grad():
         feats, pos, sizes = _split_backbone(model, _normalise(frames.transpose(0, 1).reshape(-1, *frames.shape[2:])))
     memory: dict[str, dict[int, dict[str, Any]]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
-    total = torch.zeros(())
+    total = torch.zeros((), device=dev)
     ious = []
-    boxes = _jittered_boxes(masks[:, 0], cfg.box_jitter, rng)
+    boxes = _jittered_boxes(masks[:, 0].cpu(), cfg.box_jitter, rng).to(dev)
     for t in range(k):
         sl = slice(t * bsz, (t + 1) * bsz)
         f_t = [f[:, sl] for f in feats]
@@ -224,8 +237,8 @@ def stage2_step(
         if t > 0 and bool(visible.any()):
             ious.append(float(iou[visible].mean()))
         # what inference would carry forward: the mask SAM2 itself picks, gated by the object score
-        pick = pred_iou.argmax(dim=1) if multimask else torch.zeros(bsz, dtype=torch.long)
-        rows = torch.arange(bsz)
+        pick = pred_iou.argmax(dim=1) if multimask else torch.zeros(bsz, dtype=torch.long, device=dev)
+        rows = torch.arange(bsz, device=dev)
         appearing = score.reshape(-1, 1, 1, 1) > 0
         low_sel = torch.where(appearing, low[rows, pick].unsqueeze(1), torch.full_like(low[:, :1], -1024.0))
         high_sel = F.interpolate(
@@ -256,7 +269,7 @@ def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: An
     """Train (or resume training) the compact tracker; returns the final progress record."""
     torch.manual_seed(cfg.seed)
     spec = tracker_spec("compact", cfg.image_size)
-    model: Any = build_sam2(spec)
+    model: Any = build_sam2(spec, device=cfg.device)
     # start the object-score head positive so early masks are not replaced by "no object"
     head = model.sam_mask_decoder.pred_obj_score_head
     last = head.layers[-1] if hasattr(head, "layers") else head
@@ -279,7 +292,7 @@ def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: An
         load_weights(model, read_state_dict(out / "tracker.safetensors"), str(out / "tracker.safetensors"))
         log(json.dumps({"resumed": True, "stage": progress["stage"], "step": progress["step"]}))
     t_load = time.monotonic()
-    data = load_clips(data_dir, cfg.image_size, sorted(train_eps))
+    data = load_clips(data_dir, cfg.image_size, sorted(train_eps), workers=min(8, os.cpu_count() or 1))
     # re-index episodes within the loaded subset
     local = list(range(data.episodes))
     log(
@@ -298,6 +311,8 @@ def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: An
         if progress["stage"] > stage:
             continue
         steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
+        budget = cfg.stage1_budget_s if stage == 1 else cfg.stage2_budget_s
+        stage_t0 = time.monotonic()
         model.train()
         if stage == 2:
             for p in model.image_encoder.parameters():
@@ -326,8 +341,13 @@ def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: An
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optim.step()
-            window.append((float(loss), iou))
+            window.append((float(loss.detach()), iou))
             progress["step"] = step + 1
+            if budget and progress["step"] == 20:
+                # fit the step count (and so the cosine schedule) to the time budget of this stage
+                per_step = (time.monotonic() - stage_t0) / 20
+                steps = max(21, min(steps, int(budget / per_step)))
+                log(json.dumps({"stage": stage, "steps_in_budget": steps, "s_per_step": round(per_step, 4)}))
             if progress["step"] % 25 == 0 or progress["step"] == steps:
                 losses = [w[0] for w in window]
                 ious = [w[1] for w in window if not math.isnan(w[1])]
