@@ -265,8 +265,13 @@ def _save(out: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, progr
         (out / f"{name}.tmp").replace(out / name)
 
 
-def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: Any = print) -> dict[str, Any]:
-    """Train (or resume training) the compact tracker; returns the final progress record."""
+def train_tracker(
+    data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: Any = print, init: Path | None = None
+) -> dict[str, Any]:
+    """Train (or resume training) the compact tracker; returns the final progress record.
+
+    init: weights (.safetensors) to start from instead of the random initialisation (ignored on resume).
+    """
     torch.manual_seed(cfg.seed)
     spec = tracker_spec("compact", cfg.image_size)
     model: Any = build_sam2(spec, device=cfg.device)
@@ -274,6 +279,10 @@ def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: An
     head = model.sam_mask_decoder.pred_obj_score_head
     last = head.layers[-1] if hasattr(head, "layers") else head
     torch.nn.init.constant_(last.bias, 2.0)
+    if init is not None:
+        from policy.sam2_build import read_state_dict as _read
+
+        load_weights(model, _read(init), str(init))
     n = len(__import__("pipeline.dataset.reader", fromlist=["Dataset"]).Dataset(data_dir))
     train_eps, held = split_episodes(n, cfg.held_out, cfg.seed)
     progress: dict[str, Any] = {
@@ -312,7 +321,7 @@ def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: An
             continue
         steps = cfg.stage1_steps if stage == 1 else cfg.stage2_steps
         budget = cfg.stage1_budget_s if stage == 1 else cfg.stage2_budget_s
-        stage_t0 = time.monotonic()
+        stage_t0 = t10 = time.monotonic()
         model.train()
         if stage == 2:
             for p in model.image_encoder.parameters():
@@ -343,10 +352,12 @@ def train_tracker(data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: An
             optim.step()
             window.append((float(loss.detach()), iou))
             progress["step"] = step + 1
-            if budget and progress["step"] == 20:
+            if budget and progress["step"] == 10:
+                t10 = time.monotonic()  # steps before this one include warm-up (allocator, cuDNN autotuning)
+            if budget and progress["step"] == 40:
                 # fit the step count (and so the cosine schedule) to the time budget of this stage
-                per_step = (time.monotonic() - stage_t0) / 20
-                steps = max(21, min(steps, int(budget / per_step)))
+                per_step = (time.monotonic() - t10) / 30
+                steps = max(41, min(steps, 40 + int((budget - (time.monotonic() - stage_t0)) / per_step)))
                 log(json.dumps({"stage": stage, "steps_in_budget": steps, "s_per_step": round(per_step, 4)}))
             if progress["step"] % 25 == 0 or progress["step"] == steps:
                 losses = [w[0] for w in window]
