@@ -38,14 +38,15 @@ class Phase(StrEnum):
 class ExpertConfig:
     """Expert plan settings.
 
-    approach_height: metres above the object's top for the pre-grasp pose; approach_speed: m/s average TCP speed
-    to the pre-grasp pose (at least `min_approach_s` seconds); descend_s, close_s, lift_s: seconds per phase;
+    approach_height: metres above the object's top for the pre-grasp pose; max_tcp_speed: m/s, the peak TCP speed
+    of every planned segment (kept under the safety layer's default 0.25 m/s cap, so a policy that imitates the
+    expert is never slowed by it); min_approach_s, descend_s, close_s, lift_s: shortest seconds per phase;
     lift_height: metres the TCP rises from the grasp; noise_prob: share of episodes with perturbations;
     noise_pos: metres, largest perturbation; noise_yaw: radians, largest yaw perturbation.
     """
 
     approach_height: float = 0.10
-    approach_speed: float = 0.30
+    max_tcp_speed: float = 0.20
     min_approach_s: float = 1.2
     descend_s: float = 1.0
     close_s: float = 0.8
@@ -56,7 +57,7 @@ class ExpertConfig:
     noise_yaw: float = 0.15
 
     def __post_init__(self) -> None:
-        for name in ("approach_height", "approach_speed", "min_approach_s", "descend_s", "close_s", "lift_s"):
+        for name in ("approach_height", "max_tcp_speed", "min_approach_s", "descend_s", "close_s", "lift_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ExpertConfig.{name} must be positive, got {getattr(self, name)}")
         if not 0.10 < self.lift_height <= 0.4:
@@ -73,6 +74,10 @@ class ExpertStep:
     label: npt.NDArray[np.float32]
     executed: npt.NDArray[np.float32]
     phase: Phase
+
+
+#: Peak speed of a minimum-jerk segment, as a multiple of its mean speed.
+_MIN_JERK_PEAK = 1.875
 
 
 def _min_jerk(s: float) -> float:
@@ -114,7 +119,11 @@ class ScriptedExpert:
         self._is_cube = obj.kind.shape == Shape.CUBE
         pre = self._pregrasp_pos()
         dist = float(np.linalg.norm(pre - self._start_pos))
-        self._approach_s = max(cfg.min_approach_s, dist / cfg.approach_speed)
+        # a minimum-jerk segment over distance d in T seconds peaks at 1.875 d / T
+        self._approach_s = max(cfg.min_approach_s, _MIN_JERK_PEAK * dist / cfg.max_tcp_speed)
+        descent = float(pre[2] - self._grasp_z())
+        self._descend_s = max(cfg.descend_s, _MIN_JERK_PEAK * descent / cfg.max_tcp_speed)
+        self._lift_s = max(cfg.lift_s, _MIN_JERK_PEAK * cfg.lift_height / cfg.max_tcp_speed)
         self._axis_yaw = self._choose_axis_yaw()
         self._perturb: tuple[float, float, F64, float] | None = None
         if self._rng.random() < cfg.noise_prob:
@@ -159,9 +168,9 @@ class ScriptedExpert:
         """Clean TCP position, rotation and gripper opening at plan time `t` seconds."""
         cfg = self.config
         t_desc = self._approach_s
-        t_close = t_desc + cfg.descend_s
+        t_close = t_desc + self._descend_s
         t_lift = t_close + cfg.close_s
-        t_hold = t_lift + cfg.lift_s
+        t_hold = t_lift + self._lift_s
         rot = self._rotation(_min_jerk(t / self._approach_s))
         if t < t_desc:
             s = _min_jerk(t / self._approach_s)
@@ -170,7 +179,7 @@ class ScriptedExpert:
         obj = self._target_pos()
         grasp = np.array([obj[0], obj[1], self._grasp_z()])
         if t < t_close:
-            s = _min_jerk((t - t_desc) / cfg.descend_s)
+            s = _min_jerk((t - t_desc) / self._descend_s)
             pre = self._pregrasp_pos()
             self._grasp_pos = pre + s * (grasp - pre)
             return self._grasp_pos.copy(), rot, GRIPPER_STROKE, Phase.DESCEND
@@ -178,7 +187,7 @@ class ScriptedExpert:
             self._grasp_pos = grasp
         if t < t_lift:
             return self._grasp_pos.copy(), rot, 0.0, Phase.CLOSE
-        s = _min_jerk((t - t_lift) / cfg.lift_s)
+        s = _min_jerk((t - t_lift) / self._lift_s)
         pos = self._grasp_pos + np.array([0.0, 0.0, s * cfg.lift_height])
         return pos, rot, 0.0, Phase.LIFT if t < t_hold else Phase.HOLD
 
