@@ -100,8 +100,10 @@ def _cmd_train_tracker(args: argparse.Namespace) -> int:
         stage2_budget_s=args.stage2_budget_s,
         seed=args.seed,
         device=args.device,
+        checkpoint_every_s=args.checkpoint_every_s,
     )
-    progress = train_tracker(Path(args.data), Path(args.out), cfg, log=lambda line: print(line, flush=True))
+    init = Path(args.init) if args.init else None
+    progress = train_tracker(Path(args.data), Path(args.out), cfg, log=lambda line: print(line, flush=True), init=init)
     summary = {k: progress[k] for k in ("seconds", "held_out_episodes")}
     summary["weights"] = str(Path(args.out) / "tracker.safetensors")
     if args.json:
@@ -213,6 +215,109 @@ def _run_cache(args: argparse.Namespace, *, merge_only: bool) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipeline.train_policy import PolicyTrainConfig, check_policy_name, train_policy
+    from policy.train_head import HeadTrainConfig
+
+    check_policy_name(args.policy)  # before anything is read
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    head: dict[str, object] = {"chunk_size": args.chunk}
+    for key, value in (
+        ("dim_model", args.dim_model),
+        ("n_heads", args.heads),
+        ("dim_feedforward", args.ff_dim),
+        ("n_encoder_layers", args.encoder_layers),
+        ("n_decoder_layers", args.decoder_layers),
+        ("temporal_ensemble_coeff", args.ensemble),
+        ("n_action_steps", args.action_steps),
+    ):
+        if value is not None:
+            head[key] = value
+    config = PolicyTrainConfig(
+        policy=args.policy,
+        features=args.features,
+        cache=Path(args.cache) if args.cache else None,
+        val_fraction=args.val_fraction,
+        action_mode=args.action_mode,
+        head=head,
+    )
+    train_cfg = HeadTrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
+    )
+    report = train_policy(Path(args.data), Path(args.out), config, train_cfg, log=None if args.json else print)
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+    else:
+        val = "n/a" if report.final_val_l1 is None else f"{report.final_val_l1:.4f}"
+        base = "n/a" if report.val_l1_mean_baseline is None else f"{report.val_l1_mean_baseline:.4f}"
+        print(
+            f"{report.policy} ({report.features}, {report.action_mode}) trained {report.epochs_done} epochs in "
+            f"{report.seconds:.1f} s: train L1 {report.final_train_l1:.4f}, val L1 {val} (mean-action baseline "
+            f"{base}); policy: {report.policy_dir}"
+        )
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipeline.evaluate import EvalConfig, evaluate, parse_levels
+    from policy.agent import load_agent
+    from policy.checkpoint import PolicyCheckpointError
+    from robot.sim.scene import parse_count_range
+
+    # Every option is checked before the models are built.
+    cfg = EvalConfig(
+        trials=args.trials,
+        out=Path(args.out),
+        objects=parse_count_range(args.objects),
+        occlusion=parse_levels(args.occlusion),
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        max_seconds=args.max_seconds,
+        videos=args.videos,
+        latency=args.latency,
+    )
+    if not Path(args.policy).is_dir():
+        raise FileNotFoundError(f"policy {args.policy} does not exist (a directory from `sam2grasp train`)")
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N") from exc
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        agent = load_agent(
+            Path(args.policy), Path(args.tracker_checkpoint), args.tracker, args.image_size, device=device
+        )
+    except PolicyCheckpointError as exc:
+        raise ValueError(str(exc)) from exc
+    report = evaluate(
+        agent,
+        cfg,
+        policy=args.policy,
+        tracker_checkpoint=args.tracker_checkpoint,
+        progress=None if args.json else print,
+    )
+    if args.json:
+        _print_json(dataclasses.asdict(report))
+    else:
+        print(f"{report.mode}, {report.trials} trials per level, {report.seconds:.0f} s; {report.results}")
+        print("   p   success  wilson 95%      empty-grasp  failed-input  step ms  visible")
+        for lv in report.levels:
+            print(
+                f"{lv.occlusion:4.2f}  {lv.rate:6.1%}  [{lv.wilson_low:5.1%}, {lv.wilson_high:5.1%}]  "
+                f"{lv.empty_grasp_share:11.1%}  {lv.failed_input:12d}  {lv.mean_step_ms:7.1f}  {lv.visible_share:7.1%}"
+            )
+        print(f"plot: {report.plot}")
+    return 0
+
+
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `cache` and `cache-merge`: the dataset, the tracker, the feature spec, the cache root."""
     from policy.sam2_build import COMPACT, OFFICIAL_CONFIGS
@@ -278,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-budget-s", type=float, default=0.0, help="seconds for stage 1 (0 = steps only)")
     p.add_argument("--stage2-budget-s", type=float, default=0.0, help="seconds for stage 2 (0 = steps only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--init", default=None, help="start from these weights (.safetensors) instead of random ones")
+    p.add_argument("--checkpoint-every-s", type=float, default=180.0, help="seconds between checkpoints")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--json", action="store_true", help="print one JSON object at the end")
@@ -304,6 +411,51 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cache_args(p)
     p.add_argument("--key", default=None, help="cache key (directory name); default: the one the options give")
     p.set_defaults(func=_cmd_cache_merge)
+
+    p = sub.add_parser("train", help="train a policy (SAM2Grasp: the ACT head on cached tracker features)")
+    p.add_argument("--policy", required=True, help="policy to train: sam2grasp")
+    p.add_argument("--data", required=True, help="dataset directory (from `collect`, cached with `cache`)")
+    p.add_argument("--features", default=None, help="feature spec of the cache to use (default: the only one)")
+    p.add_argument("--cache", default=None, help="feature-cache directory (default: found under DATA/cache)")
+    p.add_argument("--out", default="runs/sam2grasp", help="run directory (resumed; default runs/sam2grasp)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--chunk", type=int, default=20, help="actions per predicted chunk K (default 20)")
+    p.add_argument("--action-mode", default="joint", choices=["joint", "ee"], help="joint targets or TCP pose")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes held out (default 0.1)")
+    p.add_argument("--dim-model", type=int, default=None, help="head width (default 256)")
+    p.add_argument("--heads", type=int, default=None, help="attention heads (default 8)")
+    p.add_argument("--ff-dim", type=int, default=None, help="feed-forward width (default 1024)")
+    p.add_argument("--encoder-layers", type=int, default=None, help="default 4")
+    p.add_argument("--decoder-layers", type=int, default=None, help="default 1")
+    p.add_argument("--ensemble", type=float, default=None, help="temporal ensembling m (default: none)")
+    p.add_argument("--action-steps", type=int, default=None, help="actions used per chunk (default: all K)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="closed-loop success in the simulated cell per occlusion level (Wilson 95%%)")
+    p.add_argument("--policy", required=True, help="policy directory (`train`'s RUN/policy or RUN/best)")
+    p.add_argument("--tracker-checkpoint", required=True, help="tracker weights the features were cached with")
+    p.add_argument("--tracker", default=None, help="tracker name (default: the one recorded at training)")
+    p.add_argument("--image-size", type=int, default=None, help="tracker input pixels (default: as recorded)")
+    p.add_argument("--trials", type=int, required=True, help="trials per occlusion level")
+    p.add_argument("--objects", default="3-6", help="objects per scene, N or LO-HI (default 3-6)")
+    p.add_argument("--occlusion", default="0,0.2,0.4,0.6", help="comma-separated shares of blacked-out frames")
+    p.add_argument("--seed", type=int, default=0, help="test seeds are 10000000 + SEED + i (default 0)")
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--videos", type=int, default=0, help="trials per level written as videos (default 0)")
+    p.add_argument("--out", default="runs/eval", help="directory for results.json, the plot, videos")
+    p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds per trial (default 15)")
+    p.add_argument("--latency", action="store_true", help="let the sim run on during inference (else lockstep)")
+    p.add_argument("--device", default="cpu", help="tracker and head: cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -23,7 +23,7 @@ from robot.sim.env import Observation, PickEnv, ResetInfo
 from robot.sim.expert import ExpertConfig, ScriptedExpert
 from robot.sim.outcome import Outcome
 from robot.sim.render import mask_box
-from robot.sim.scene import SceneRequest
+from robot.sim.scene import EVAL_SEED_BASE, SceneRequest
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,11 @@ class CollectConfig:
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"episodes must be a positive integer, got {self.episodes}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed}")
+        if not 0 <= self.seed < EVAL_SEED_BASE - self.episodes * self.max_attempts_factor:
+            raise ValueError(
+                f"seed must be within 0..{EVAL_SEED_BASE - 1} less the attempts, got {self.seed}: "
+                f"seeds from {EVAL_SEED_BASE} on are kept for evaluation scenes"
+            )
         if not self.cell.render:
             raise ValueError("collection records images: CellConfig.render must be on")
 

@@ -23,7 +23,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 
 
-class PolicyCheckpointError(Exception):
+class PolicyCheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked (missing files, wrong format, keys, shapes, spec or mode)."""
 
 

@@ -11,7 +11,7 @@ export PYTHONPATH=/tmp/site:$PWD/.gpu/site:$PWD PYTHONUNBUFFERED=1
 nvidia-smi -L || true
 python3 -c "import torch, sam2, av; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 python3 -m pipeline.cli train-tracker --data "$DATA" --out "$OUT/run" --device "${DEVICE:-cuda}" \
-    --stage1-steps 100000 --stage2-steps 100000 --stage1-batch 32 --stage2-batch 8 \
+    --stage1-steps "${S1_STEPS:-100000}" --stage2-steps 100000 --stage1-batch 32 --stage2-batch 8 \
     --stage1-budget-s "$S1" --stage2-budget-s "$S2" --threads 8 --checkpoint-every-s 60 ${INIT:+--init "$INIT"} \
     2>&1 | tee "$OUT/train.log"
 rm -f "$OUT/run/optimizer.pt"

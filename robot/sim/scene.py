@@ -13,6 +13,8 @@ from robot.sim.catalogue import COLOUR_RGB, ObjectKind, UnknownObjectError, all_
 #: Table area where objects are placed: x and y ranges in metres in the robot base frame (table top is z = 0).
 WORKSPACE_X: tuple[float, float] = (0.34, 0.66)
 WORKSPACE_Y: tuple[float, float] = (-0.28, 0.28)
+#: Scene seeds from here on are kept for evaluation; training data is collected below it.
+EVAL_SEED_BASE = 10_000_000
 #: Fewest and most objects a scene may hold.
 MIN_OBJECTS, MAX_OBJECTS = 1, 6
 #: Free space (metres) kept between two objects' circumscribed circles so that fingers fit between them.

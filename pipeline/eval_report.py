@@ -1,0 +1,178 @@
+"""The report of `sam2grasp eval`: per-trial records, per-level aggregation (success rate, Wilson 95% interval,
+outcome mix) and the success-versus-occlusion plot (PIL: one point per level with its interval bar)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from pipeline.wilson import wilson_interval
+from robot.sim.outcome import Outcome
+
+#: Outcome of a trial the agent could not act in (bad input, NaN/inf output): not a simulator outcome.
+FAILED_INPUT = "failed_input"
+#: Every outcome a trial can end with, in report order.
+OUTCOMES: tuple[str, ...] = (*(o.value for o in Outcome), FAILED_INPUT)
+_W, _H = 640, 420
+_LEFT, _RIGHT, _TOP, _BOTTOM = 70, 20, 40, 60
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial: its scene seed, outcome, control steps sent, simulated seconds, mean agent step (ms), share of
+    tracker steps with the target visible, share of frames blacked out, steps clamped by the safety layer, IK
+    failures (ee mode), extra steps executed while waiting for inference (latency mode), the agent error (for
+    failed_input) and the video written (if any)."""
+
+    seed: int
+    outcome: str
+    steps: int
+    sim_seconds: float
+    step_ms: float
+    visible_share: float
+    occluded_share: float
+    clamped_steps: int
+    ik_failures: int
+    latency_steps: int
+    error: str | None = None
+    video: str | None = None
+
+
+@dataclass(frozen=True)
+class LevelResult:
+    """All trials of one occlusion level: success rate with its Wilson 95% interval and the outcome mix.
+
+    empty_grasp_share: trials that closed the gripper on empty space (the multi-modality failure)."""
+
+    occlusion: float
+    trials: int
+    successes: int
+    rate: float
+    wilson_low: float
+    wilson_high: float
+    outcomes: dict[str, int]
+    empty_grasp_share: float
+    failed_input: int
+    mean_step_ms: float
+    visible_share: float
+    occluded_share: float
+    seeds: list[int]
+    videos: list[str]
+    episodes: list[TrialResult] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """The whole evaluation, as written to results.json. safety_violations: limit violations clamped by the safety
+    layer over the run, by kind (joint_step, tcp_speed, workspace, ...)."""
+
+    policy: str
+    tracker_checkpoint: str
+    feature_spec: str
+    action_mode: str
+    mode: str
+    trials: int
+    objects: list[int]
+    seed: int
+    width: int
+    height: int
+    max_seconds: float
+    control_dt: float
+    prompt: str
+    levels: list[LevelResult]
+    empty_grasp_share: float
+    safety_violations: dict[str, int]
+    results: str
+    plot: str
+    seconds: float
+
+
+def level_result(p: float, results: list[TrialResult], videos: list[str]) -> LevelResult:
+    n = len(results)
+    counts = Counter(r.outcome for r in results)
+    wins = counts[Outcome.SUCCESS.value]
+    lo, hi = wilson_interval(wins, n)
+    times = [r.step_ms for r in results if math.isfinite(r.step_ms)]
+    return LevelResult(
+        occlusion=p,
+        trials=n,
+        successes=wins,
+        rate=wins / n,
+        wilson_low=lo,
+        wilson_high=hi,
+        outcomes={o: counts[o] for o in OUTCOMES},
+        empty_grasp_share=counts[Outcome.EMPTY_GRASP.value] / n,
+        failed_input=counts[FAILED_INPUT],
+        mean_step_ms=float(np.mean(times)) if times else float("nan"),
+        visible_share=float(np.mean([r.visible_share for r in results])),
+        occluded_share=float(np.mean([r.occluded_share for r in results])),
+        seeds=[r.seed for r in results],
+        videos=videos,
+        episodes=results,
+    )
+
+
+def draw_success_plot(
+    levels: Sequence[float],
+    rates: Sequence[float],
+    intervals: Sequence[tuple[float, float]],
+    path: Path,
+    *,
+    title: str = "success vs occlusion",
+    trials: Sequence[int] | None = None,
+) -> Path:
+    """Write a PNG: x = occlusion share p, y = success rate (%), points with interval bars; returns `path`."""
+    if not (len(levels) == len(rates) == len(intervals)) or not levels:
+        raise ValueError("levels, rates and intervals must be non-empty and of the same length")
+    image = Image.new("RGB", (_W, _H), "white")
+    draw = ImageDraw.Draw(image)
+    x_max = max(0.6, max(levels))
+    plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+
+    def px(p: float) -> float:
+        return _LEFT + plot_w * (0.05 + 0.9 * p / x_max)
+
+    def py(rate: float) -> float:
+        return _TOP + plot_h * (1.0 - rate)
+
+    # axes, grid and ticks
+    draw.rectangle([_LEFT, _TOP, _LEFT + plot_w, _TOP + plot_h], outline="black")
+    for k in range(6):
+        y = py(k / 5)
+        draw.line([_LEFT, y, _LEFT + plot_w, y], fill=(225, 225, 225))
+        label = f"{20 * k}"
+        draw.text((_LEFT - 8 - 6 * len(label), y - 6), label, fill="black")
+    n_ticks = round(x_max / 0.1)
+    for k in range(n_ticks + 1):
+        p = k * x_max / n_ticks
+        x = px(p)
+        draw.line([x, _TOP + plot_h, x, _TOP + plot_h + 4], fill="black")
+        draw.text((x - 9, _TOP + plot_h + 8), f"{p:.1f}", fill="black")
+    draw.text((_LEFT + plot_w / 2 - 150, _H - 24), "occlusion share p (frames blacked out at test time)", fill="black")
+    draw.text((_LEFT, 12), title, fill="black")
+    ylab = Image.new("RGB", (160, 14), "white")
+    ImageDraw.Draw(ylab).text((2, 1), "success rate (%)", fill="black")
+    image.paste(ylab.rotate(90, expand=True), (12, _TOP + plot_h // 2 - 80))
+
+    # points with Wilson 95% bars, joined by a line
+    colour = (30, 90, 200)
+    points = [(px(p), py(r)) for p, r in zip(levels, rates, strict=True)]
+    if len(points) > 1:
+        draw.line(points, fill=(150, 180, 230), width=2)
+    for i, ((x, y), (lo, hi)) in enumerate(zip(points, intervals, strict=True)):
+        draw.line([x, py(lo), x, py(hi)], fill=colour, width=2)
+        draw.line([x - 6, py(lo), x + 6, py(lo)], fill=colour, width=2)
+        draw.line([x - 6, py(hi), x + 6, py(hi)], fill=colour, width=2)
+        draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour)
+        text = f"{100 * rates[i]:.0f}%" + (f" n={trials[i]}" if trials is not None else "")
+        draw.text((x + 8, y - 14), text, fill="black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

@@ -1,0 +1,280 @@
+"""`sam2grasp train`: train a policy on a dataset. SAM2Grasp trains its ACT head on cached F_t only.
+
+Steps: find the dataset's feature cache (`--cache DIR`, else the one complete cache under DATA/cache of the asked
+feature spec), build one `EpisodeArrays` per episode (cached tokens and extras, the dataset's proprioception and
+action targets), split by episode, size the head from the cache (tokens per frame, channels, spec) and train it
+with `policy.train_head.train_head`. The run directory gets `policy/`, `best/`, `resume/`, `loss_curve.png`,
+`report.json` (train_head's) plus `tracker.json` next to each policy, naming the tracker whose features the head
+learned from (`policy.agent.load_agent` checks it).
+
+Action targets: joint mode, the dataset's `action` (the expert's joint targets + gripper opening target).
+ee mode, the next frame's TCP pose (`ee_pose`, the last frame repeated) with two fixes that make it learnable:
+(1) the axis-angle vector of a downward-pointing TCP sits at |r| ≈ π where it flips sign between neighbouring
+frames, so each rotation is written as whichever of its two equivalent vectors (r, r·(1 − 2π/|r|)) lies nearer to
+the home pose's; (2) the gripper entry is the commanded opening (`action[:, 6]`), not the measured one, which
+stops at the object's width when grasping (a policy that imitated it would command a grip with no force).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from policy.cache_store import MANIFEST, CacheError, FeatureCache
+from policy.chunks import EpisodeArrays
+
+#: Policies `sam2grasp train --policy` knows; only the first is built so far.
+POLICIES: tuple[str, ...] = ("sam2grasp", "act", "act-cvae", "act-cvae-condition")
+BUILT_POLICIES: tuple[str, ...] = ("sam2grasp",)
+
+
+@dataclass(frozen=True)
+class PolicyTrainConfig:
+    """What `train` does besides the head's own training settings.
+
+    features: feature spec name the cache must hold (None: whichever single complete cache there is);
+    cache: an explicit cache directory; val_fraction: share of episodes held out (whole episodes); action_mode:
+    "joint" or "ee"; head: ACTConfig fields other than those taken from the cache (feature_spec, token_dim,
+    n_tokens, action_mode).
+    """
+
+    policy: str = "sam2grasp"
+    features: str | None = None
+    cache: Path | None = None
+    val_fraction: float = 0.1
+    action_mode: str = "joint"
+    head: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_policy_name(self.policy)
+        if self.action_mode not in ("joint", "ee"):
+            raise ValueError(f"unknown action mode {self.action_mode!r}; valid: joint, ee")
+
+
+def check_policy_name(name: str) -> None:
+    """ValueError unless `name` is a policy this build can train."""
+    if name in BUILT_POLICIES:
+        return
+    valid = ", ".join(BUILT_POLICIES)
+    if name in POLICIES:
+        raise ValueError(f"policy {name!r} is not built yet (a baseline still to come); valid: {valid}")
+    raise ValueError(f"unknown policy {name!r}; valid: {valid} (planned: {', '.join(POLICIES[1:])})")
+
+
+# ---------------------------------------------------------------- finding the cache
+
+
+def _describe(directory: Path) -> str:
+    """One line about a cache directory: key, spec, tracker, image size, complete or not."""
+    try:
+        doc = json.loads((directory / MANIFEST).read_text())
+        fields = doc.get("key_fields", {})
+        state = "complete" if doc.get("complete") else "incomplete"
+        return (
+            f"{directory} (features {fields.get('features')}, tracker {fields.get('tracker')} at "
+            f"{fields.get('image_size')} px, {state})"
+        )
+    except (OSError, ValueError, AttributeError):
+        return f"{directory} (unreadable manifest)"
+
+
+def find_cache(data: Path, features: str | None = None, cache: Path | None = None) -> FeatureCache:
+    """The feature cache to train on: `cache` when given (its spec must be `features` when both are given), else
+    the one complete cache under `data/cache` of spec `features` (any spec when None); CacheError listing what
+    exists otherwise."""
+    if cache is not None:
+        found = FeatureCache(Path(cache))
+        if features is not None and found.spec.name != features:
+            raise CacheError(f"cache {cache} holds features {found.spec.name!r}, not the requested {features!r}")
+        return found
+    root = Path(data) / "cache"
+    dirs = sorted(p for p in root.glob("*") if (p / MANIFEST).is_file()) if root.is_dir() else []
+    candidates: list[FeatureCache] = []
+    for d in dirs:
+        try:
+            fc = FeatureCache(d)
+        except CacheError:
+            continue
+        if features is None or fc.spec.name == features:
+            candidates.append(fc)
+    if len(candidates) == 1:
+        return candidates[0]
+    listing = "; ".join(_describe(d) for d in dirs) or "none"
+    wanted = f"features {features!r}" if features else "any features"
+    if not candidates:
+        raise CacheError(
+            f"no complete feature cache with {wanted} under {root}; caches there: {listing}. "
+            f"Run `sam2grasp cache --data {data}{' --features ' + features if features else ''}` first"
+        )
+    raise CacheError(
+        f"{len(candidates)} complete caches with {wanted} under {root}: {listing}; choose one with --cache DIR"
+        + ("" if features else " or --features SPEC")
+    )
+
+
+# ---------------------------------------------------------------- episode arrays
+
+
+def _home_rotation() -> npt.NDArray[np.float64]:
+    from robot.kinematics import forward, pose_to_vector
+    from robot.sim.config import HOME_Q
+    from robot.sim.mjcf import TCP_OFFSET
+
+    return np.asarray(pose_to_vector(forward(HOME_Q, TCP_OFFSET))[3:], dtype=np.float64)
+
+
+def canonical_rotvec(rot: npt.ArrayLike, reference: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Each row's axis-angle vector r (N, 3) as whichever of r and its equivalent r·(1 − 2π/|r|) is nearer to
+    `reference` (3,): the same rotation, without the sign flips of |r| ≈ π."""
+    r = np.asarray(rot, dtype=np.float64).reshape(-1, 3)
+    ref = np.asarray(reference, dtype=np.float64)
+    norm = np.linalg.norm(r, axis=1, keepdims=True)
+    alt = np.where(norm > 1e-9, r * (1.0 - 2.0 * math.pi / np.maximum(norm, 1e-9)), r)
+    use_alt = np.linalg.norm(alt - ref, axis=1) < np.linalg.norm(r - ref, axis=1)
+    return np.where(use_alt[:, None], alt, r)
+
+
+def ee_targets(
+    ee_pose: npt.NDArray[np.floating], action: npt.NDArray[np.floating], reference: npt.ArrayLike | None = None
+) -> npt.NDArray[np.float32]:
+    """ee-mode targets (T, 7) of one episode: the next frame's TCP pose (last repeated), its rotation made
+    continuous (`canonical_rotvec`, reference: the home pose's), and the commanded gripper opening."""
+    nxt = np.concatenate([ee_pose[1:], ee_pose[-1:]]).astype(np.float64)
+    ref = _home_rotation() if reference is None else np.asarray(reference, dtype=np.float64)
+    out = np.empty((len(ee_pose), 7), dtype=np.float64)
+    out[:, :3] = nxt[:, :3]
+    out[:, 3:6] = canonical_rotvec(nxt[:, 3:6], ref)
+    out[:, 6] = action[:, 6]
+    return out.astype(np.float32)
+
+
+def episode_arrays(data: Path, cache: FeatureCache, action_mode: str) -> list[EpisodeArrays]:
+    """One `EpisodeArrays` per cached episode: tokens and extras from the cache, state and targets from the
+    dataset. CacheError when the cache does not match the dataset."""
+    from pipeline.dataset.reader import Dataset
+
+    dataset = Dataset(data)
+    problems = cache.verify(data)
+    if problems:
+        raise CacheError(
+            f"cache {cache.path} does not match the dataset {data}: {'; '.join(problems[:5])}"
+            f"{' ...' if len(problems) > 5 else ''}; rerun `sam2grasp cache`"
+        )
+    reference = _home_rotation()
+    out = []
+    for e in cache.episodes:
+        feats = cache.load(e, dtype="float16")
+        ep = dataset.load_episode(e, images=False)
+        if len(ep) != len(feats):
+            raise CacheError(f"episode {e}: {len(ep)} frames in the dataset, {len(feats)} in the cache {cache.path}")
+        target = ep.action if action_mode == "joint" else ee_targets(ep.ee_pose, ep.action, reference)
+        out.append(EpisodeArrays(feats.tokens, feats.extras, ep.state, target))
+    if not out:
+        raise CacheError(f"cache {cache.path} holds no episodes")
+    return out
+
+
+# ---------------------------------------------------------------- training
+
+
+@dataclass(frozen=True)
+class PolicyTrainReport:
+    """What `train` produced: paths, losses (normalised L1; val None without held-out episodes), the baseline
+    (L1 of always predicting the training-mean action on the held-out episodes), sizes and seconds."""
+
+    policy: str
+    policy_dir: str
+    best_dir: str | None
+    loss_curve: str
+    report: str
+    cache: str
+    features: str
+    action_mode: str
+    train_episodes: int
+    val_episodes: int
+    train_frames: int
+    parameters: int
+    epochs_done: int
+    steps: int
+    final_train_l1: float
+    final_val_l1: float | None
+    best_val_l1: float | None
+    val_l1_mean_baseline: float | None
+    seconds: float
+
+
+def train_policy(
+    data: Path,
+    out: Path,
+    config: PolicyTrainConfig,
+    train_cfg: Any = None,
+    *,
+    log: Any = print,
+) -> PolicyTrainReport:
+    """Train the policy of `config` on `data` into `out` (resumed when `out` holds a run of the same settings).
+
+    train_cfg: a `policy.train_head.HeadTrainConfig` (default settings when None).
+    """
+    from policy.act import ACTPolicy
+    from policy.act_config import ACTConfig
+    from policy.agent import TRACKER_INFO_FILE
+    from policy.chunks import split_by_episode
+    from policy.train_head import HeadTrainConfig, train_head
+
+    start = time.perf_counter()
+    data, out = Path(data), Path(out)
+    if not data.is_dir():
+        raise FileNotFoundError(f"dataset {data} does not exist")
+    train_cfg = train_cfg or HeadTrainConfig()
+    if config.features is not None:
+        from policy.features import parse_feature_spec
+
+        parse_feature_spec(config.features)  # a bad name is reported as such, before any cache search
+    cache = find_cache(data, config.features, config.cache)
+    n_tokens, channels = cache.token_shape
+    head_fields = dict(config.head or {})
+    fixed = {"feature_spec", "token_dim", "n_tokens", "action_mode"} & set(head_fields)
+    if fixed:
+        raise ValueError(f"head settings {sorted(fixed)} come from the cache and --action-mode; remove them")
+    act_config = ACTConfig(
+        feature_spec=cache.spec.name,
+        token_dim=channels,
+        n_tokens=n_tokens,
+        action_mode=config.action_mode,
+        **head_fields,
+    )
+    episodes = episode_arrays(data, cache, config.action_mode)
+    train, val = split_by_episode(episodes, config.val_fraction, train_cfg.seed)
+    result = train_head(train, val, act_config, train_cfg, out, log=log)
+    tracker_record = {**asdict(cache.key), "cache": str(cache.path), "cache_key": cache.key.digest}
+    for d in (result.policy_dir, result.best_dir):
+        if d is not None and d.is_dir():
+            (d / TRACKER_INFO_FILE).write_text(json.dumps(tracker_record, indent=2) + "\n")
+    return PolicyTrainReport(
+        policy=config.policy,
+        policy_dir=str(result.policy_dir),
+        best_dir=None if result.best_dir is None else str(result.best_dir),
+        loss_curve=str(result.loss_curve),
+        report=str(out / "report.json"),
+        cache=str(cache.path),
+        features=cache.spec.name,
+        action_mode=config.action_mode,
+        train_episodes=len(train),
+        val_episodes=len(val),
+        train_frames=sum(len(e) for e in train),
+        parameters=ACTPolicy(act_config).num_parameters(),
+        epochs_done=result.epochs_done,
+        steps=result.steps,
+        final_train_l1=result.final_train_l1,
+        final_val_l1=result.final_val_l1,
+        best_val_l1=result.best_val_l1,
+        val_l1_mean_baseline=result.val_l1_mean_baseline,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,258 @@
+"""The SAM2Grasp agent: frozen SAM2 tracker → F_t → ACT head → action, one camera frame at a time.
+
+`SAM2GraspAgent.start(frame, box, state)` prompts the tracker with the target's box on the first frame and resets
+the head; `act(frame, state)` tracks the target into the next frame and returns the next action (7,) in the head's
+action mode (joint: 6 joint targets in radians + gripper opening in metres; ee: TCP x y z metres + axis-angle
+radians + gripper opening). `AgentChunkPredictor` adapts the agent to the threaded runtime's `ChunkPredictor`
+(`predict(frame, state) -> (K, 7)` joint targets). Physical units everywhere; the head normalises inside.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from policy.act import ACTPolicy, PolicyInput
+from policy.features import FeatureSpec, extract, parse_feature_spec
+from policy.tracker import SAM2Tracker, TrackStep
+
+F64 = npt.NDArray[np.float64]
+#: File written next to a trained policy (by `pipeline.train_policy`) naming the tracker its features came from.
+TRACKER_INFO_FILE = "tracker.json"
+
+
+class AgentError(ValueError):
+    """The agent cannot act on this input, or its head produced an unusable action (NaN/inf, wrong shape)."""
+
+
+def tracker_channels(tracker: SAM2Tracker) -> int:
+    """Channels C of the tracker's pixel features and object pointer (SAM2's hidden_dim)."""
+    return int(tracker.model.hidden_dim)
+
+
+def _rgb(frame: Any) -> npt.NDArray[np.uint8]:
+    """The (H, W, 3) uint8 image of a frame given as an array or as an object with `.rgb` (camera frame,
+    simulator observation)."""
+    rgb = frame if isinstance(frame, np.ndarray) else getattr(frame, "rgb", None)
+    if rgb is None:
+        raise AgentError(f"frame must be an (H, W, 3) uint8 array or carry one as .rgb, got {type(frame).__name__}")
+    return rgb
+
+
+def _state(state: npt.ArrayLike, dim: int) -> npt.NDArray[np.float32]:
+    s = np.asarray(state, dtype=np.float32)
+    if s.shape != (dim,) or not np.all(np.isfinite(s)):
+        raise AgentError(f"state must be {dim} finite numbers (joint angles rad + gripper m), got {s.tolist()}")
+    return s
+
+
+class SAM2GraspAgent:
+    """A frozen SAM2 tracker, a feature spec and an ACT head trained on that spec's features of that tracker."""
+
+    def __init__(self, tracker: SAM2Tracker, spec: FeatureSpec, head: ACTPolicy) -> None:
+        cfg = head.config
+        if cfg.feature_spec != spec.name:
+            raise ValueError(
+                f"the head was trained on feature spec {cfg.feature_spec!r}, but the agent extracts {spec.name!r}; "
+                f"use --features {cfg.feature_spec} (or a head trained on {spec.name!r})"
+            )
+        channels = tracker_channels(tracker)
+        if (cfg.n_tokens, cfg.token_dim) != (spec.num_tokens(), channels):
+            raise ValueError(
+                f"the head reads tokens of shape ({cfg.n_tokens}, {cfg.token_dim}), but this tracker gives "
+                f"({spec.num_tokens()}, {channels}) under {spec.name!r}: the head was trained on another tracker "
+                f"(compact trackers give {64} channels, official SAM2.1 256)"
+            )
+        self.tracker = tracker
+        self.spec = spec
+        self.head = head.eval()
+        self.last_step: TrackStep | None = None
+
+    @property
+    def action_mode(self) -> str:
+        """ "joint" or "ee" (what the 7 values of an action mean)."""
+        return self.head.config.action_mode
+
+    @property
+    def chunk_size(self) -> int:
+        return self.head.config.chunk_size
+
+    # ------------------------------------------------------------------ per-step actions
+    def start(self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
+        """Prompt the tracker with `box` (pixels x0, y0, x1, y1) on `frame`, reset the head, and return the first
+        action (7,) and the tracker's step."""
+        s = _state(state, self.head.config.state_dim)
+        step = self.tracker.start(_rgb(frame), box)
+        self.head.reset()
+        return self._select(step, s), step
+
+    def act(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
+        """Track the target into `frame` and return the next action (7,) and the tracker's step."""
+        s = _state(state, self.head.config.state_dim)
+        step = self.tracker.step(_rgb(frame))
+        return self._select(step, s), step
+
+    # ------------------------------------------------------------------ whole chunks (threaded runtime)
+    def start_chunk(self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
+        """Prompt as `start` does and return the first predicted chunk (K, 7) in the head's action mode."""
+        s = _state(state, self.head.config.state_dim)
+        step = self.tracker.start(_rgb(frame), box)
+        self.head.reset()
+        return self._chunk(step, s), step
+
+    def chunk(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
+        """Track into `frame` and return the predicted chunk (K, 7) in the head's action mode."""
+        s = _state(state, self.head.config.state_dim)
+        step = self.tracker.step(_rgb(frame))
+        return self._chunk(step, s), step
+
+    # ------------------------------------------------------------------ internals
+    def _input(self, step: TrackStep, state: npt.NDArray[np.float32]) -> PolicyInput:
+        self.last_step = step
+        feats = extract(step, self.spec)
+        return PolicyInput.from_numpy(feats.tokens, feats.extras, state)
+
+    def _select(self, step: TrackStep, state: npt.NDArray[np.float32]) -> F64:
+        action = self.head.select_action(self._input(step, state))
+        return self._checked(action.detach().cpu().numpy(), (self.head.config.action_dim,))
+
+    def _chunk(self, step: TrackStep, state: npt.NDArray[np.float32]) -> F64:
+        chunk = self.head.predict_action_chunk(self._input(step, state))[0]
+        cfg = self.head.config
+        return self._checked(chunk.detach().cpu().numpy(), (cfg.chunk_size, cfg.action_dim))
+
+    @staticmethod
+    def _checked(values: npt.NDArray[Any], shape: tuple[int, ...]) -> F64:
+        out = np.asarray(values, dtype=np.float64)
+        if out.shape != shape:
+            raise AgentError(f"the head returned shape {out.shape}, expected {shape}")
+        if not np.all(np.isfinite(out)):
+            raise AgentError(f"the head returned {int((~np.isfinite(out)).sum())} NaN/inf values of {out.size}")
+        return out
+
+
+def ee_to_joints(action: npt.ArrayLike, q_seed: npt.ArrayLike) -> tuple[F64, bool]:
+    """Joint targets (7,: 6 radians + gripper metres) for an ee-mode action (TCP pose + gripper) by IK from
+    `q_seed`; (q_seed + the gripper, False) when the pose is unreachable."""
+    from robot.kinematics import IKError, solve_ik, vector_to_pose
+    from robot.sim.mjcf import TCP_OFFSET
+
+    a = np.asarray(action, dtype=np.float64)
+    seed = np.asarray(q_seed, dtype=np.float64)[:6]
+    try:
+        q = solve_ik(vector_to_pose(a[:6]), seed, tcp_offset=TCP_OFFSET)
+        ok = True
+    except IKError:
+        q, ok = seed, False
+    return np.append(q, a[6]), ok
+
+
+class AgentChunkPredictor:
+    """`ChunkPredictor` over an agent for the threaded runtime: the first `predict` prompts the tracker with `box`
+    on its frame, later calls track. Chunks are returned as joint targets (K, 7); an ee-mode head's poses are
+    converted by IK chained from the observed joints (an unreachable pose repeats the previous targets)."""
+
+    def __init__(self, agent: SAM2GraspAgent, box: npt.ArrayLike) -> None:
+        self.agent = agent
+        self._box = np.asarray(box, dtype=np.float64)
+        self._started = False
+        self.ik_failures = 0
+
+    def reprompt(self, box: npt.ArrayLike) -> None:
+        """Prompt again with `box` at the next `predict` (a new target, or re-grounding after tracker loss)."""
+        self._box = np.asarray(box, dtype=np.float64)
+        self._started = False
+
+    @property
+    def last_step(self) -> TrackStep | None:
+        """The tracker's last step (mask, box, score) for overlays."""
+        return self.agent.last_step
+
+    def predict(self, frame: Any, state: npt.NDArray[Any]) -> F64:
+        """(K, 7) joint targets + gripper opening for the K ticks from this observation on."""
+        if self._started:
+            chunk, _ = self.agent.chunk(frame, state)
+        else:
+            chunk, _ = self.agent.start_chunk(frame, self._box, state)
+            self._started = True
+        if self.agent.action_mode != "ee":
+            return chunk
+        q = np.asarray(state, dtype=np.float64)[:6]
+        out = np.empty_like(chunk)
+        for i, a in enumerate(chunk):
+            out[i], ok = ee_to_joints(a, q)
+            self.ik_failures += int(not ok)
+            q = out[i, :6]
+        return out
+
+
+def read_tracker_info(policy_dir: Path | str) -> dict[str, Any] | None:
+    """The tracker record a training run stored next to the policy (cache key fields), or None."""
+    path = Path(policy_dir) / TRACKER_INFO_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    return doc if isinstance(doc, dict) else None
+
+
+def load_agent(
+    policy_dir: Path | str,
+    tracker_checkpoint: Path | str | None,
+    tracker_name: str | None = None,
+    image_size: int | None = None,
+    *,
+    allow_random_tracker: bool = False,
+    check_tracker_weights: bool = True,
+    device: str | torch.device = "cpu",
+) -> SAM2GraspAgent:
+    """The agent of a trained head (`policy_dir`, a policy checkpoint) and a tracker checkpoint.
+
+    The feature spec comes from the head's config. When the training run recorded its tracker (`tracker.json`,
+    written by `sam2grasp train`), the tracker name, image size and memory settings default to the recorded
+    ones, and the checkpoint's weights must be the ones the features were cached with (sha256) unless
+    `check_tracker_weights` is False. Without a record the tracker defaults to "compact" at its default size.
+    tracker_checkpoint None builds a random tracker, refused unless `allow_random_tracker` (tests only).
+    """
+    from policy.cache import load_tracker, weights_sha256
+    from policy.checkpoint import load_policy, read_checkpoint_info
+    from policy.tracker import TrackerConfig
+
+    config, _ = read_checkpoint_info(policy_dir)
+    spec = parse_feature_spec(config.feature_spec)
+    record = read_tracker_info(policy_dir) or {}
+    for name, given in (("tracker", tracker_name), ("image_size", image_size)):
+        if given is not None and name in record and record[name] != given:
+            raise ValueError(
+                f"{policy_dir} was trained on features of {name}={record[name]!r}, but {name}={given!r} was given"
+            )
+    name = tracker_name or str(record.get("tracker", "compact"))
+    size = image_size if image_size is not None else record.get("image_size")
+    tracker_cfg = TrackerConfig(
+        memory_frames=int(record.get("memory_frames", TrackerConfig.memory_frames)),
+        score_threshold=float(record.get("score_threshold", TrackerConfig.score_threshold)),
+        dtype=str(record.get("dtype", TrackerConfig.dtype)),
+    )
+    tracker = load_tracker(
+        name,
+        image_size=None if size is None else int(size),
+        checkpoint=None if tracker_checkpoint is None else Path(tracker_checkpoint),
+        allow_random=allow_random_tracker,
+        config=tracker_cfg,
+        device=device,
+    )
+    want = record.get("weights_sha256")
+    if check_tracker_weights and want and weights_sha256(tracker.model) != want:
+        raise ValueError(
+            f"tracker checkpoint {tracker_checkpoint} holds other weights than the tracker {policy_dir} was trained "
+            f"on (sha256 {str(want)[:12]}...): its features would not be the ones the head learned from"
+        )
+    head = load_policy(policy_dir, expect_feature_spec=spec.name, device=device)
+    return SAM2GraspAgent(tracker, spec, head)

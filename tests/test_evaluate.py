@@ -1,0 +1,254 @@
+"""`sam2grasp train` and `sam2grasp eval` end to end, as a user runs them.
+
+A 2-episode expert dataset at 64x48, cached with the compact tracker at 64 px (seeded random weights, saved as a
+checkpoint so that eval loads it like a trained one), a tiny head trained for one epoch, then closed-loop trials
+in the simulated cell: 2 trials, occlusion 0 and 0.5, 1-2 simulated seconds. Success rates of such a policy are
+meaningless; the tests check the protocol (seeds, levels, intervals, files, failure handling).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.collect import CollectConfig, collect
+from pipeline.dataset.reader import Dataset
+from pipeline.dataset.video import probe_video
+from pipeline.evaluate import SEED_BASE, EvalConfig, evaluate, run_trial
+from pipeline.train_policy import canonical_rotvec, episode_arrays, find_cache
+from policy.act import ACTPolicy
+from policy.agent import TRACKER_INFO_FILE, load_agent
+from policy.cache import build_cache, cache_key, load_tracker
+from policy.checkpoint import load_policy, read_checkpoint_info
+from policy.features import parse_feature_spec
+from policy.sam2_build import save_safetensors, tracker_metadata, tracker_spec
+from robot.kinematics import axis_angle_to_matrix
+from robot.sim.config import CellConfig
+from robot.sim.scene import SceneRequest
+
+torch.set_num_threads(1)
+
+TINY = ["--chunk", "5", "--dim-model", "32", "--heads", "2", "--ff-dim", "64", "--encoder-layers", "1"]
+TINY += ["--batch-size", "16", "--threads", "1"]
+SMALL_EVAL = ["--trials", "2", "--objects", "3", "--occlusion", "0,0.5", "--width", "64", "--height", "48"]
+SMALL_EVAL += ["--threads", "1"]
+
+
+def small_config(out: Path, **kw: Any) -> EvalConfig:
+    """An evaluation at 64x48 with 3 objects."""
+    return EvalConfig(out=out, objects=(3, 3), width=64, height=48, **kw)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Dataset + pooled2 cache + the tracker checkpoint it was cached with."""
+    root = tmp_path_factory.mktemp("train_eval")
+    data = root / "ds"
+    cell = CellConfig(image_width=64, image_height=48, scene=SceneRequest(n_objects=(3, 3)))
+    collect(CollectConfig(out=data, episodes=2, seed=0, cell=cell), progress=False)
+    tracker = load_tracker("compact", image_size=64, allow_random=True, seed=0)
+    ckpt = root / "tracker.safetensors"
+    save_safetensors(tracker.model, ckpt, tracker_metadata(tracker_spec("compact", 64)))
+    build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2")), progress=False)
+    return {"root": root, "data": data, "tracker": ckpt}
+
+
+@pytest.fixture(scope="module")
+def trained(workspace: dict[str, Path]) -> Path:
+    """`sam2grasp train` in joint mode; the run directory."""
+    out = workspace["root"] / "run"
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out)]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0
+    return out
+
+
+def test_train_writes_a_loadable_policy_and_reports(
+    workspace: dict[str, Path], trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(trained)]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0  # a rerun resumes: nothing left to do
+    report = json.loads(capsys.readouterr().out)
+    assert report["features"] == "pooled2"
+    assert report["action_mode"] == "joint"
+    assert (report["train_episodes"], report["val_episodes"]) == (1, 1)
+    for key in ("final_train_l1", "final_val_l1", "val_l1_mean_baseline", "seconds"):
+        assert math.isfinite(report[key]), key
+    policy = load_policy(report["policy_dir"], expect_feature_spec="pooled2", expect_action_mode="joint")
+    assert policy.config.chunk_size == 5
+    assert policy.config.token_dim == 64
+    assert policy.config.n_tokens == 5
+    assert Path(report["loss_curve"]).is_file()
+    record = json.loads((Path(report["policy_dir"]) / TRACKER_INFO_FILE).read_text())
+    assert record["tracker"] == "compact"
+    assert record["image_size"] == 64
+    assert record["features"] == "pooled2"
+
+
+def test_train_ee_mode_targets_are_continuous(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = workspace["root"] / "run_ee"
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out)]
+    assert main([*args, "--epochs", "1", "--action-mode", "ee", *TINY, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    config, _ = read_checkpoint_info(report["policy_dir"])
+    assert config.action_mode == "ee"
+    episodes = episode_arrays(workspace["data"], find_cache(workspace["data"]), "ee")
+    dataset = Dataset(workspace["data"])
+    for i, ep in enumerate(episodes):
+        # position and rotation move by small amounts per step; no axis-angle sign flips
+        assert np.abs(np.diff(ep.action[:, :6], axis=0)).max() < 0.3
+        recorded = dataset.load_episode(i)
+        np.testing.assert_allclose(ep.action[:-1, :3], recorded.ee_pose[1:, :3])  # the next frame's TCP position
+        np.testing.assert_array_equal(ep.action[:, 6], recorded.action[:, 6])  # the commanded opening
+
+
+def test_canonical_rotvec_keeps_the_rotation_and_removes_flips() -> None:
+    axis = np.array([1.0, -1.0, 0.0]) / np.sqrt(2)
+    rot = np.stack([axis * (np.pi - 0.01), -axis * (np.pi - 0.02), axis * (np.pi - 0.03)])  # flips at |r| ≈ π
+    ref = axis * np.pi
+    out = canonical_rotvec(rot, ref)
+    assert np.abs(np.diff(out, axis=0)).max() < 0.1
+    for r, c in zip(rot, out, strict=True):
+        np.testing.assert_allclose(axis_angle_to_matrix(r), axis_angle_to_matrix(c), atol=1e-9)
+
+
+def test_train_refuses_unbuilt_and_unknown_policies(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name, phrase in (("act", "not built yet"), ("act-cvae-condition", "not built yet"), ("foo", "unknown")):
+        assert main(["train", "--policy", name, "--data", str(workspace["data"])]) == 2
+        err = capsys.readouterr().err
+        assert phrase in err
+        assert "valid: sam2grasp" in err
+
+
+def test_train_without_a_matching_cache_lists_the_caches(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--features", "masked"]
+    assert main([*args, "--out", str(workspace["root"] / "nope")]) == 2
+    err = capsys.readouterr().err
+    assert "no complete feature cache with features 'masked'" in err
+    assert "features pooled2" in err
+
+
+def test_eval_reports_levels_with_wilson_bounds_and_writes_files(
+    workspace: dict[str, Path], trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = workspace["root"] / "eval"
+    args = ["eval", "--policy", str(trained / "policy"), "--tracker-checkpoint", str(workspace["tracker"])]
+    assert main([*args, *SMALL_EVAL, "--max-seconds", "1", "--videos", "1", "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == json.loads((out / "results.json").read_text())
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 4  # written as trials end
+    assert report["mode"] == "lockstep"
+    assert report["prompt"].startswith("ground-truth target box")
+    assert isinstance(report["safety_violations"], dict)
+    assert [lv["occlusion"] for lv in report["levels"]] == [0.0, 0.5]
+    seeds = [lv["seeds"] for lv in report["levels"]]
+    assert seeds[0] == seeds[1] == [SEED_BASE, SEED_BASE + 1]
+    for lv in report["levels"]:
+        assert lv["trials"] == 2
+        assert lv["wilson_low"] <= lv["rate"] <= lv["wilson_high"]
+        assert sum(lv["outcomes"].values()) == 2
+        assert lv["failed_input"] == 0
+        assert 0.0 <= lv["empty_grasp_share"] <= 1.0
+        assert lv["mean_step_ms"] > 0
+        assert len(lv["videos"]) == 1
+        info = probe_video(Path(lv["videos"][0]))
+        assert (info.width, info.height) == (64, 48)
+        assert info.frames == lv["episodes"][0]["steps"]  # one overlay frame per observation the agent acted on
+        for ep in lv["episodes"]:
+            assert ep["sim_seconds"] == pytest.approx(1.0, abs=0.06)
+    # the same scenes at both levels: only the blackouts differ
+    assert report["levels"][0]["episodes"][0]["occluded_share"] == 0.0
+    with Image.open(report["plot"]) as png:
+        assert png.format == "PNG"
+        assert png.size[0] > 300
+
+
+def test_eval_latency_mode_executes_the_previous_action_while_inferring(
+    workspace: dict[str, Path], trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    agent = load_agent(trained / "policy", workspace["tracker"])
+    act = agent.act
+
+    def slow_act(frame: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, object]:
+        time.sleep(0.06)  # longer than one control step (0.05 s): one extra step of the previous action
+        return act(frame, state)
+
+    monkeypatch.setattr(agent, "act", slow_act)
+    cfg = small_config(workspace["root"] / "lat", trials=1, occlusion=(0.0,), max_seconds=0.5, latency=True)
+    report = evaluate(agent, cfg)
+    ep = report.levels[0].episodes[0]
+    assert report.mode == "latency"
+    assert ep.latency_steps >= 3
+    assert ep.steps == pytest.approx(10, abs=1)  # simulated time still ends at max_seconds
+
+
+def test_nan_head_ends_trials_as_failed_input_without_moving_the_arm(
+    workspace: dict[str, Path], trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from robot.sim.env import PickEnv
+    from robot.sim.occlusion import OcclusionWrapper
+    from robot.sim.outcome import OutcomeRules
+
+    monkeypatch.setattr(ACTPolicy, "predict_action_chunk", lambda self, inp: torch.full((1, 5, 7), float("nan")))
+    agent = load_agent(trained / "policy", workspace["tracker"])
+    cfg = small_config(workspace["root"] / "nan", trials=2, occlusion=(0.0, 0.5), max_seconds=1.0)
+    report = evaluate(agent, cfg)
+    for lv in report.levels:
+        assert lv.failed_input == 2
+        assert lv.rate == 0.0
+        assert all(ep.error is not None and "NaN" in ep.error for ep in lv.episodes)
+    scene = SceneRequest(n_objects=(3, 3))
+    env = PickEnv(
+        CellConfig(image_width=64, image_height=48, depth=False, scene=scene, rules=OutcomeRules(max_episode_s=1.0))
+    )
+    try:
+        wrapper = OcclusionWrapper(env, 0.0)
+        q0 = wrapper.reset(SEED_BASE)[0].joints
+        result = run_trial(agent, wrapper, SEED_BASE, cfg)
+        assert result.outcome == "failed_input"
+        assert result.steps == 1  # the previous safe command (the start pose), once
+        np.testing.assert_allclose(env.joint_command, q0, atol=1e-9)
+        np.testing.assert_allclose(env.joints, q0, atol=2e-3)
+    finally:
+        env.close()
+
+
+def test_eval_refuses_overlapping_seeds_and_other_trackers(
+    workspace: dict[str, Path], trained: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["eval", "--policy", str(trained / "policy"), "--tracker-checkpoint", str(workspace["tracker"])]
+    assert main([*args, *SMALL_EVAL, "--seed", "-1", "--out", str(workspace["root"] / "x")]) == 2
+    assert "training scenes" in capsys.readouterr().err
+    other = load_tracker("compact", image_size=64, allow_random=True, seed=1)
+    other_ckpt = workspace["root"] / "other.safetensors"
+    save_safetensors(other.model, other_ckpt, tracker_metadata(tracker_spec("compact", 64)))
+    args[4] = str(other_ckpt)
+    assert main([*args, *SMALL_EVAL, "--out", str(workspace["root"] / "x")]) == 2
+    assert "other weights" in capsys.readouterr().err
+
+
+def test_eval_runs_an_ee_mode_policy_through_ik(workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    out = workspace["root"] / "run_ee2"
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out)]
+    assert main([*args, "--epochs", "1", "--action-mode", "ee", *TINY, "--json"]) == 0
+    policy_dir = json.loads(capsys.readouterr().out)["policy_dir"]
+    agent = load_agent(policy_dir, workspace["tracker"])
+    assert agent.action_mode == "ee"
+    report = evaluate(agent, small_config(workspace["root"] / "ee_eval", trials=1, occlusion=(0.0,), max_seconds=0.5))
+    ep = report.levels[0].episodes[0]
+    assert ep.error is None
+    assert ep.steps == pytest.approx(10, abs=1)
+    assert report.action_mode == "ee"
