@@ -154,6 +154,20 @@ def _parse_episode_list(text: str, data: Path) -> list[int]:
     return picks
 
 
+def _torch_device(args: argparse.Namespace) -> str:
+    """The torch device `--device` names ("auto": cuda when available, else cpu), checked; sets `--threads`."""
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N") from exc
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return device
+
+
 def _cmd_cache(args: argparse.Namespace) -> int:
     return _run_cache(args, merge_only=False)
 
@@ -164,7 +178,6 @@ def _cmd_cache_merge(args: argparse.Namespace) -> int:
 
 def _run_cache(args: argparse.Namespace, *, merge_only: bool) -> int:
     """`cache` (track and store F_t, then merge unless sharded) or `cache-merge` (verify, write the manifest)."""
-    import torch
 
     from policy.cache import Shard, build_cache, cache_dir, cache_key, load_tracker, merge_cache, parse_shard
     from policy.features import parse_feature_spec
@@ -183,13 +196,7 @@ def _run_cache(args: argparse.Namespace, *, merge_only: bool) -> int:
         tracker_spec(args.tracker, args.image_size)
         features = parse_feature_spec(args.features)
         config = TrackerConfig(memory_frames=args.memory_frames, dtype=args.dtype, encode_batch=args.encode_batch)
-        device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            torch.device(device)
-        except RuntimeError as exc:
-            raise ValueError(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N") from exc
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        device = _torch_device(args)
         tracker = load_tracker(
             args.tracker,
             image_size=args.image_size,
@@ -262,7 +269,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    import torch
 
     from pipeline.evaluate import EvalConfig, evaluate, parse_levels
     from policy.agent import load_agent
@@ -284,13 +290,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     )
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy {args.policy} does not exist (a directory from `sam2grasp train`)")
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N") from exc
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = _torch_device(args)
     try:
         agent = load_agent(
             Path(args.policy), Path(args.tracker_checkpoint), args.tracker, args.image_size, device=device
@@ -318,6 +318,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_device_args(p: argparse.ArgumentParser, default: str, device_help: str) -> None:
+    """`--device` (with the subcommand's default and help) and `--threads` (torch CPU threads)."""
+    p.add_argument("--device", default=default, help=device_help)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
 def _add_cache_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `cache` and `cache-merge`: the dataset, the tracker, the feature spec, the cache root."""
     from policy.sam2_build import COMPACT, OFFICIAL_CONFIGS
@@ -332,8 +338,7 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-frames", type=int, default=15, help="tracker memory besides the prompt (default 15)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tracker precision")
     p.add_argument("--encode-batch", type=int, default=8, help="frames per image-encoder batch (default 8)")
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    _add_device_args(p, "auto", "auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--cache-root", default=None, help="directory holding cache keys (default DATA/cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -432,8 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", type=float, default=None, help="temporal ensembling m (default: none)")
     p.add_argument("--action-steps", type=int, default=None, help="actions used per chunk (default: all K)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    _add_device_args(p, "cpu", "cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_train)
 
@@ -452,8 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/eval", help="directory for results.json, the plot, videos")
     p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds per trial (default 15)")
     p.add_argument("--latency", action="store_true", help="let the sim run on during inference (else lockstep)")
-    p.add_argument("--device", default="cpu", help="tracker and head: cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    _add_device_args(p, "cpu", "tracker and head: cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)
     return parser

@@ -86,9 +86,7 @@ class SAM2GraspAgent:
     def start(self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
         """Prompt the tracker with `box` (pixels x0, y0, x1, y1) on `frame`, reset the head, and return the first
         action (7,) and the tracker's step."""
-        s = _state(state, self.head.config.state_dim)
-        step = self.tracker.start(_rgb(frame), box)
-        self.head.reset()
+        step, s = self._prompt(frame, box, state)
         return self._select(step, s), step
 
     def act(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
@@ -100,9 +98,7 @@ class SAM2GraspAgent:
     # ------------------------------------------------------------------ whole chunks (threaded runtime)
     def start_chunk(self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
         """Prompt as `start` does and return the first predicted chunk (K, 7) in the head's action mode."""
-        s = _state(state, self.head.config.state_dim)
-        step = self.tracker.start(_rgb(frame), box)
-        self.head.reset()
+        step, s = self._prompt(frame, box, state)
         return self._chunk(step, s), step
 
     def chunk(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
@@ -112,6 +108,15 @@ class SAM2GraspAgent:
         return self._chunk(step, s), step
 
     # ------------------------------------------------------------------ internals
+    def _prompt(
+        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike
+    ) -> tuple[TrackStep, npt.NDArray[np.float32]]:
+        """Check `state`, prompt the tracker with `box` on `frame` and reset the head: the step and the state."""
+        s = _state(state, self.head.config.state_dim)
+        step = self.tracker.start(_rgb(frame), box)
+        self.head.reset()
+        return step, s
+
     def _input(self, step: TrackStep, state: npt.NDArray[np.float32]) -> PolicyInput:
         self.last_step = step
         feats = extract(step, self.spec)

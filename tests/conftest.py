@@ -6,4 +6,41 @@ when it is first imported; test modules import `mujoco` before `robot.sim` (impo
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import robot.sim  # noqa: F401
+
+if TYPE_CHECKING:
+    from policy.act_config import ACTConfig
+
+#: Chunk size K of the tiny test heads.
+K = 5
+
+#: A tiny ACT head (width 32, 2 heads, one encoder and one decoder layer, no dropout) for fast tests; the feature
+#: fields (feature_spec, token_dim, n_tokens) are the caller's.
+TINY_HEAD: dict[str, object] = {
+    "chunk_size": K,
+    "dim_model": 32,
+    "n_heads": 2,
+    "dim_feedforward": 64,
+    "n_encoder_layers": 1,
+    "n_decoder_layers": 1,
+    "dropout": 0.0,
+}
+
+
+def tiny_config(feature_spec: str, n_tokens: int, /, **kw: object) -> ACTConfig:
+    """An `ACTConfig` of the tiny head on 8-channel tokens with a small CVAE (latent 4, one layer); `kw` overrides
+    any field, `feature_spec` and `n_tokens` included."""
+    from policy.act_config import ACTConfig
+
+    base: dict[str, object] = {
+        "feature_spec": feature_spec,
+        "token_dim": 8,
+        "n_tokens": n_tokens,
+        **TINY_HEAD,
+        "latent_dim": 4,
+        "n_vae_encoder_layers": 1,
+    }
+    base.update(kw)
+    return ACTConfig(**base)  # type: ignore[arg-type]

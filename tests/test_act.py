@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import K, tiny_config
 
 from policy.act import ACTPolicy, PolicyInput, PolicyTarget, temporal_ensemble
 from policy.act_config import ACTConfig
@@ -18,26 +19,9 @@ from policy.normalize import STD_FLOOR, compute_stats
 
 torch.set_num_threads(1)
 
-K = 5
-
 
 def tiny(**kw: object) -> ACTConfig:
-    base: dict[str, object] = {
-        "feature_spec": "masked",
-        "token_dim": 8,
-        "n_tokens": 3,
-        "chunk_size": K,
-        "dim_model": 32,
-        "n_heads": 2,
-        "dim_feedforward": 64,
-        "n_encoder_layers": 1,
-        "n_decoder_layers": 1,
-        "dropout": 0.0,
-        "latent_dim": 4,
-        "n_vae_encoder_layers": 1,
-    }
-    base.update(kw)
-    return ACTConfig(**base)  # type: ignore[arg-type]
+    return tiny_config("masked", 3, **kw)
 
 
 def batch(b: int = 3, seed: int = 0, cfg: ACTConfig | None = None) -> tuple[PolicyInput, PolicyTarget]:

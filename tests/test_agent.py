@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_HEAD, K
 
 from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
@@ -30,7 +31,6 @@ from policy.tracker import SAM2Tracker
 
 torch.set_num_threads(1)
 
-K = 5
 BOX = (10.0, 12.0, 30.0, 30.0)
 
 
@@ -39,13 +39,7 @@ def tiny_head(spec: str = "pooled2", token_dim: int = 64, **kw: object) -> ACTPo
         "feature_spec": spec,
         "token_dim": token_dim,
         "n_tokens": parse_feature_spec(spec).num_tokens(),
-        "chunk_size": K,
-        "dim_model": 32,
-        "n_heads": 2,
-        "dim_feedforward": 64,
-        "n_encoder_layers": 1,
-        "n_decoder_layers": 1,
-        "dropout": 0.0,
+        **TINY_HEAD,
     }
     fields.update(kw)
     torch.manual_seed(0)

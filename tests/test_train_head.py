@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import K, tiny_config
 from PIL import Image
 
 from policy.act import PolicyInput
@@ -20,26 +21,9 @@ from policy.train_head import HeadTrainConfig, lr_at, train_head
 
 torch.set_num_threads(1)
 
-K = 5
-
 
 def tiny(**kw: object) -> ACTConfig:
-    base: dict[str, object] = {
-        "feature_spec": "pointer",
-        "token_dim": 8,
-        "n_tokens": 1,
-        "chunk_size": K,
-        "dim_model": 32,
-        "n_heads": 2,
-        "dim_feedforward": 64,
-        "n_encoder_layers": 1,
-        "n_decoder_layers": 1,
-        "dropout": 0.0,
-        "latent_dim": 4,
-        "n_vae_encoder_layers": 1,
-    }
-    base.update(kw)
-    return ACTConfig(**base)  # type: ignore[arg-type]
+    return tiny_config("pointer", 1, **kw)
 
 
 def reach_episode(seed: int, length: int = 24) -> EpisodeArrays:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 import av
 import numpy as np
@@ -20,6 +21,8 @@ import numpy.typing as npt
 
 #: Default constant-rate factor of the RGB videos (lower = better quality; 18 is visually lossless).
 DEFAULT_CRF = 18
+
+_Pixel = TypeVar("_Pixel", bound=np.generic)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,71 @@ def _check_rgb(frame: npt.NDArray[np.uint8], index: int, size: tuple[int, int] |
     return height, width
 
 
+def _check_depth(frame: npt.NDArray[np.uint16], index: int, size: tuple[int, int] | None) -> tuple[int, int]:
+    arr = np.asarray(frame)
+    if arr.dtype != np.uint16 or arr.ndim != 2 or 0 in arr.shape:
+        raise ValueError(f"depth frame {index}: expected non-empty (H, W) uint16, got {arr.shape} {arr.dtype}")
+    if size is not None and arr.shape != size:
+        raise ValueError(f"depth frame {index}: shape {arr.shape} differs from frame 0's {size}")
+    return int(arr.shape[0]), int(arr.shape[1])
+
+
+def _write_video(
+    path: Path,
+    frames: Iterable[npt.NDArray[Any]],
+    fps: float,
+    *,
+    check: Callable[[npt.NDArray[Any], int, tuple[int, int] | None], tuple[int, int]],
+    codec: Literal["libx264", "ffv1"],
+    pix_fmt: str,
+    frame_format: str,
+    options: dict[str, object] | None,
+    container_format: str,
+    what: str,
+) -> int:
+    """Encode `frames` (each checked by `check` against frame 0's size) as one `codec` stream of `pix_fmt` pixels,
+    reading every array as `frame_format`; fsync the file and return the frame count."""
+    rate = _rate(fps)
+    count = 0
+    size: tuple[int, int] | None = None
+    with av.open(str(path), mode="w", format=container_format) as container:
+        stream = None
+        for index, frame in enumerate(frames):
+            size = check(frame, index, size)
+            if stream is None:
+                stream = container.add_stream(codec, rate=rate)
+                stream.height, stream.width = size
+                stream.pix_fmt = pix_fmt
+                if options is not None:
+                    stream.options = options
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=frame_format)
+            video_frame.pts = index
+            video_frame.time_base = 1 / rate
+            container.mux(stream.encode(video_frame))
+            count += 1
+        if stream is None:
+            raise ValueError(f"cannot write a {what} with no frames")
+        container.mux(stream.encode(None))
+    fsync_file(path)
+    return count
+
+
+def _iter_video(path: Path, frame_format: str, dtype: type[_Pixel]) -> Iterator[npt.NDArray[_Pixel]]:
+    """Yield the frames of a video's first stream one at a time, as `frame_format` arrays of `dtype`."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            yield np.asarray(frame.to_ndarray(format=frame_format), dtype=dtype)
+
+
+def _stack(path: Path, frames: Iterable[npt.NDArray[_Pixel]], what: str) -> npt.NDArray[_Pixel]:
+    """All the frames stacked on a new first axis; a ValueError naming the `what` when there are none."""
+    decoded = list(frames)
+    if not decoded:
+        raise ValueError(f"{path}: the {what} holds no frames")
+    return np.stack(decoded)
+
+
 def write_rgb_video(
     path: Path,
     frames: Iterable[npt.NDArray[np.uint8]],
@@ -72,44 +140,28 @@ def write_rgb_video(
 
     Width and height must be even (yuv420p). The file is fsynced before returning.
     """
-    rate = _rate(fps)
-    count = 0
-    size: tuple[int, int] | None = None
-    with av.open(str(path), mode="w", format=container_format) as container:
-        stream = None
-        for index, frame in enumerate(frames):
-            size = _check_rgb(frame, index, size)
-            if stream is None:
-                stream = container.add_stream("libx264", rate=rate)
-                stream.height, stream.width = size
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"crf": str(crf)}
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-            video_frame.pts = index
-            video_frame.time_base = 1 / rate
-            container.mux(stream.encode(video_frame))
-            count += 1
-        if stream is None:
-            raise ValueError("cannot write a video with no frames")
-        container.mux(stream.encode(None))
-    fsync_file(path)
-    return count
+    return _write_video(
+        path,
+        frames,
+        fps,
+        check=_check_rgb,
+        codec="libx264",
+        pix_fmt="yuv420p",
+        frame_format="rgb24",
+        options={"crf": str(crf)},
+        container_format=container_format,
+        what="video",
+    )
 
 
 def iter_rgb_video(path: Path) -> Iterator[npt.NDArray[np.uint8]]:
     """Yield the (H, W, 3) uint8 RGB frames of a video one at a time, in display order."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            yield np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+    return _iter_video(path, "rgb24", np.uint8)
 
 
 def read_rgb_video(path: Path) -> npt.NDArray[np.uint8]:
     """Decode a whole RGB video into a (T, H, W, 3) uint8 array."""
-    frames = list(iter_rgb_video(path))
-    if not frames:
-        raise ValueError(f"{path}: the video holds no frames")
-    return np.stack(frames)
+    return _stack(path, iter_rgb_video(path), "video")
 
 
 def write_depth_video(
@@ -120,49 +172,28 @@ def write_depth_video(
     container_format: str = "matroska",
 ) -> int:
     """Encode (H, W) uint16 depth frames (millimetres) losslessly (FFV1, gray16le); return the frame count."""
-    rate = _rate(fps)
-    count = 0
-    size: tuple[int, int] | None = None
-    with av.open(str(path), mode="w", format=container_format) as container:
-        stream = None
-        for index, frame in enumerate(frames):
-            arr = np.asarray(frame)
-            if arr.dtype != np.uint16 or arr.ndim != 2 or 0 in arr.shape:
-                raise ValueError(f"depth frame {index}: expected non-empty (H, W) uint16, got {arr.shape} {arr.dtype}")
-            if stream is None:
-                size = (int(arr.shape[0]), int(arr.shape[1]))
-                stream = container.add_stream("ffv1", rate=rate)
-                stream.height, stream.width = size
-                stream.pix_fmt = "gray16le"
-            elif arr.shape != size:
-                raise ValueError(f"depth frame {index}: shape {arr.shape} differs from frame 0's {size}")
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="gray16le")
-            video_frame.pts = index
-            video_frame.time_base = 1 / rate
-            container.mux(stream.encode(video_frame))
-            count += 1
-        if stream is None:
-            raise ValueError("cannot write a depth video with no frames")
-        container.mux(stream.encode(None))
-    fsync_file(path)
-    return count
+    return _write_video(
+        path,
+        frames,
+        fps,
+        check=_check_depth,
+        codec="ffv1",
+        pix_fmt="gray16le",
+        frame_format="gray16le",
+        options=None,
+        container_format=container_format,
+        what="depth video",
+    )
 
 
 def iter_depth_video(path: Path) -> Iterator[npt.NDArray[np.uint16]]:
     """Yield the (H, W) uint16 depth frames (millimetres) of a depth video one at a time."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        for frame in container.decode(stream):
-            out = frame.to_ndarray(format="gray16le")
-            yield np.asarray(out, dtype=np.uint16)
+    return _iter_video(path, "gray16le", np.uint16)
 
 
 def read_depth_video(path: Path) -> npt.NDArray[np.uint16]:
     """Decode a whole depth video into a (T, H, W) uint16 array (millimetres), bit-exact."""
-    frames = list(iter_depth_video(path))
-    if not frames:
-        raise ValueError(f"{path}: the depth video holds no frames")
-    return np.stack(frames)
+    return _stack(path, iter_depth_video(path), "depth video")
 
 
 def probe_video(path: Path) -> VideoInfo:

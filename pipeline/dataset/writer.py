@@ -59,16 +59,12 @@ from pipeline.dataset.reader import (
 )
 from pipeline.dataset.records import Episode, Frame
 from pipeline.dataset.rle import encode_mask
-from pipeline.dataset.video import write_depth_video, write_rgb_video
+from pipeline.dataset.video import fsync_file, write_depth_video, write_rgb_video
 
 
 def fsync_dir(path: Path) -> None:
     """fsync a directory so that renames inside it are durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_file(path)  # a read-only descriptor fsyncs a directory as it does a file
 
 
 def make_dirs(path: Path) -> None:
