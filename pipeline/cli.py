@@ -64,23 +64,25 @@ def _cmd_dataset_check(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
-    from robot.sim.config import CellConfig
 
     result = run_demo(
         args.target,
         Path(args.out),
         seed=args.seed,
         n_objects=args.objects,
-        cell=CellConfig(image_width=args.width, image_height=args.height, depth=False),
+        expert=args.expert,
+        width=args.width,
+        height=args.height,
     )
     if args.json:
         _print_json(dataclasses.asdict(result))
     else:
         print(
-            f"{result.command!r}: {result.outcome} after {result.sim_seconds:.1f} s simulated; "
-            f"video with the target's ground-truth mask: {result.video}\n"
-            "(this is the scripted expert acting on privileged simulator state, not a learned policy)"
+            f"{result.command!r} by {result.method}: {result.outcome} after {result.sim_seconds:.1f} s simulated; "
+            f"video with the tracked mask: {result.video}"
         )
+        if not args.expert:
+            print("(the prompt box comes from the simulator's segmentation until language grounding lands)")
     return 0 if result.outcome == "success" else 1
 
 
@@ -367,13 +369,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_dataset_check)
 
-    p = sub.add_parser("demo", help="simulated pick of a named object by the scripted expert, written as a video")
+    p = sub.add_parser(
+        "demo", help="simulated pick of a named object by the shipped models (or --expert), written as a video"
+    )
     p.add_argument("target", nargs="?", default="red cube", help="object to pick, '<colour> <shape>'")
     p.add_argument("--out", default="out/demo.mp4", help="video path (default out/demo.mp4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objects", type=int, default=4, help="objects in the scene, 1..6 (default 4)")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--width", type=int, default=320, help="camera width in pixels (default 320)")
+    p.add_argument("--height", type=int, default=240, help="camera height in pixels (default 240)")
+    p.add_argument("--expert", action="store_true", help="run the scripted expert instead of the learned method")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_demo)
 

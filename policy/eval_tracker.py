@@ -1,7 +1,8 @@
 """`sam2grasp eval-tracker`: how well a tracker follows the target on held-out simulated episodes.
 
 Per occlusion level p (share of frames blacked out after the prompt frame, seeded): mean IoU of the target on
-the frames it is visible and not blacked out; recovery, the frames after a blackout ends until IoU >= 0.8 again;
+the frames it is visible and not blacked out; recovery, the frames after a blackout ends until IoU >= 0.8 again
+(a track that does not get there within 10 frames, or before the next blackout, counts as 10);
 the share of blacked-out frames the tracker calls absent; and identity switches, the share of frames in scenes
 with a same-named twin where the predicted mask sits on the twin instead of the target. A copy-the-first-box
 baseline (the prompt box, held still) is measured on the same frames.
@@ -105,6 +106,8 @@ def evaluate_tracker(
                 step_times.append(time.perf_counter() - t0)
                 if black[t]:
                     absent.append(not step.visible)
+                    if since_black:  # a new blackout before the track recovered: not recovered (censored)
+                        recov.append(RECOVERY_CAP)
                     since_black = 0
                     continue
                 if not masks[t].any():

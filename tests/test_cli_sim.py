@@ -13,16 +13,17 @@ import pytest
 from pipeline.cli import main
 from pipeline.dataset.video import probe_video
 from pipeline.demo import run_demo
-from robot.sim.config import CellConfig
+from robot.sim.outcome import Outcome
 
 
 @pytest.mark.render
 def test_demo_writes_a_video(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "tmp" / "demo.mp4"
-    status = main(["demo", "red cube", "--width", "160", "--height", "120", "--out", str(out), "--json"])
+    status = main(["demo", "red cube", "--expert", "--width", "160", "--height", "120", "--out", str(out), "--json"])
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert result["outcome"] == "success"
+    assert result["method"] == "scripted expert"
     assert result["command"] == "pick the red cube"
     assert out.is_file()
     assert out.stat().st_size > 0
@@ -49,7 +50,23 @@ def test_demo_with_too_many_objects_is_a_user_error(tmp_path: Path, capsys: pyte
 
 def test_demo_with_no_objects_is_a_user_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="1"):
-        run_demo("red cube", tmp_path / "d.mp4", n_objects=0, cell=CellConfig(image_width=32, image_height=24))
+        run_demo("red cube", tmp_path / "d.mp4", n_objects=0, width=32, height=24)
+
+
+@pytest.mark.render
+@pytest.mark.slow
+def test_demo_runs_the_shipped_models_closed_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Smoke episode of the real method on the committed compact tracker and head (not a success-rate check:
+    that is `sam2grasp eval`)."""
+    out = tmp_path / "demo.mp4"
+    status = main(["demo", "red cube", "--out", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert status == (0 if result["outcome"] == "success" else 1)
+    assert result["method"].startswith("SAM2Grasp")
+    assert result["outcome"] in {o.value for o in Outcome}  # an outcome of the cell, never failed_input
+    info = probe_video(out)
+    assert (info.width, info.height) == (320, 240)
+    assert info.frames == result["frames"] > 20
 
 
 def test_collect_with_negative_episodes_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
