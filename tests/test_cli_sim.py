@@ -61,7 +61,7 @@ def test_demo_runs_the_shipped_models_closed_loop(tmp_path: Path, capsys: pytest
     out = tmp_path / "demo.mp4"
     status = main(["demo", "red cube", "--out", str(out), "--json"])
     result = json.loads(capsys.readouterr().out)
-    assert status == (0 if result["outcome"] == "success" else 1)
+    assert status == 0
     assert result["method"].startswith("SAM2Grasp")
     assert result["outcome"] in {o.value for o in Outcome}  # an outcome of the cell, never failed_input
     info = probe_video(out)
