@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline.cli_common import print_json
+from pipeline.cli_policy import add_policy_commands
+
 #: Errors that are the user's to fix: printed as one line, exit status 2, no traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
-
-
-def _print_json(obj: object) -> None:
-    print(json.dumps(obj, indent=2, default=str))
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -39,7 +37,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     )
     report = collect(config, progress=None if not args.json else False)
     if args.json:
-        _print_json(dataclasses.asdict(report))
+        print_json(dataclasses.asdict(report))
     else:
         print(
             f"{report.episodes} episodes, {report.frames} frames in {args.out}; this run: {report.attempts} "
@@ -53,7 +51,7 @@ def _cmd_dataset_check(args: argparse.Namespace) -> int:
 
     report = check_dataset(Path(args.dir))
     if args.json:
-        _print_json(dataclasses.asdict(report))
+        print_json(dataclasses.asdict(report))
     else:
         status = "ok" if report.ok else "BROKEN"
         print(f"{args.dir}: {status}: {report.episodes} episodes, {report.frames} frames")
@@ -75,7 +73,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         height=args.height,
     )
     if args.json:
-        _print_json(dataclasses.asdict(result))
+        print_json(dataclasses.asdict(result))
     else:
         print(
             f"{result.command!r} by {result.method}: {result.outcome} after {result.sim_seconds:.1f} s simulated; "
@@ -84,265 +82,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         if not args.expert:
             print("(the prompt box comes from the simulator's segmentation until language grounding lands)")
     return 0  # a pick that fails is a result, reported above, not an error of the command
-
-
-def _cmd_train_tracker(args: argparse.Namespace) -> int:
-    import torch
-
-    from policy.train_tracker import TrackerTrainConfig, train_tracker
-
-    torch.set_num_threads(args.threads)
-    cfg = TrackerTrainConfig(
-        image_size=args.image_size,
-        stage1_steps=args.stage1_steps,
-        stage2_steps=args.stage2_steps,
-        stage1_batch=args.stage1_batch,
-        stage2_batch=args.stage2_batch,
-        stage1_budget_s=args.stage1_budget_s,
-        stage2_budget_s=args.stage2_budget_s,
-        seed=args.seed,
-        device=args.device,
-        checkpoint_every_s=args.checkpoint_every_s,
-    )
-    init = Path(args.init) if args.init else None
-    progress = train_tracker(Path(args.data), Path(args.out), cfg, log=lambda line: print(line, flush=True), init=init)
-    summary = {k: progress[k] for k in ("seconds", "held_out_episodes")}
-    summary["weights"] = str(Path(args.out) / "tracker.safetensors")
-    if args.json:
-        _print_json(summary)
-    else:
-        print(f"trained in {summary['seconds']:.0f} s; weights: {summary['weights']}")
-    return 0
-
-
-def _cmd_eval_tracker(args: argparse.Namespace) -> int:
-    import torch
-
-    from policy.eval_tracker import evaluate_tracker
-    from policy.sam2_build import build_sam2, tracker_spec
-    from policy.tracker import SAM2Tracker
-
-    torch.set_num_threads(args.threads)
-    levels = [float(v) for v in args.occlusion.split(",")]
-    episodes = _parse_episode_list(args.episodes, Path(args.data))
-    model = build_sam2(tracker_spec(args.tracker, args.image_size), Path(args.checkpoint) if args.checkpoint else None)
-    report = evaluate_tracker(SAM2Tracker(model), Path(args.data), episodes, levels, seed=args.seed)
-    if args.json:
-        _print_json(dataclasses.asdict(report))
-    else:
-        print(f"{report.episodes} episodes, tracker step {report.step_ms:.1f} ms")
-        print("   p    mIoU  first-box  frames  recovery  absent-on-black  id-switch")
-        for lv in report.levels:
-            print(
-                f"{lv.occlusion:4.1f}  {lv.miou:6.3f}  {lv.baseline_miou:9.3f}  {lv.frames:6d}  "
-                f"{lv.recovery_frames:8.2f}  {lv.absent_on_black:15.3f}  {lv.identity_switch_rate:9.3f}"
-            )
-    return 0
-
-
-def _parse_episode_list(text: str, data: Path) -> list[int]:
-    """ "a-b" (inclusive), "a,b,c", or "held-out" (the held-out episodes recorded by train-tracker next to --data)."""
-    from pipeline.dataset.reader import Dataset
-
-    n = len(Dataset(data))
-    if "-" in text:
-        lo, hi = (int(v) for v in text.split("-", 1))
-        picks = list(range(lo, hi + 1))
-    else:
-        picks = [int(v) for v in text.split(",")]
-    bad = [e for e in picks if not 0 <= e < n]
-    if bad:
-        raise ValueError(f"episodes {bad} are not in the dataset; valid: 0..{n - 1}")
-    return picks
-
-
-def _torch_device(args: argparse.Namespace) -> str:
-    """The torch device `--device` names ("auto": cuda when available, else cpu), checked; sets `--threads`."""
-    import torch
-
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"unknown --device {device!r}; valid: auto, cpu, cuda, cuda:N") from exc
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    return device
-
-
-def _cmd_cache(args: argparse.Namespace) -> int:
-    return _run_cache(args, merge_only=False)
-
-
-def _cmd_cache_merge(args: argparse.Namespace) -> int:
-    return _run_cache(args, merge_only=True)
-
-
-def _run_cache(args: argparse.Namespace, *, merge_only: bool) -> int:
-    """`cache` (track and store F_t, then merge unless sharded) or `cache-merge` (verify, write the manifest)."""
-
-    from policy.cache import Shard, build_cache, cache_dir, cache_key, load_tracker, merge_cache, parse_shard
-    from policy.features import parse_feature_spec
-    from policy.sam2_build import tracker_spec
-    from policy.tracker import TrackerConfig
-
-    # Every option is checked before the model is built.
-    shard = parse_shard(args.shard) if getattr(args, "shard", None) else Shard()
-    data = Path(args.data)
-    if not data.is_dir():
-        raise FileNotFoundError(f"dataset {data} does not exist")
-    root = Path(args.cache_root) if args.cache_root else None
-    if merge_only and args.key:
-        report = merge_cache(data, cache_dir(data, args.key, root))
-    else:
-        tracker_spec(args.tracker, args.image_size)
-        features = parse_feature_spec(args.features)
-        config = TrackerConfig(memory_frames=args.memory_frames, dtype=args.dtype, encode_batch=args.encode_batch)
-        device = _torch_device(args)
-        tracker = load_tracker(
-            args.tracker,
-            image_size=args.image_size,
-            checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-            allow_random=args.allow_random,
-            seed=args.seed,
-            config=config,
-            device=device,
-        )
-        key = cache_key(args.tracker, tracker, features)
-        if merge_only:
-            report = merge_cache(data, cache_dir(data, key, root))
-        else:
-            report = build_cache(data, tracker, key, root=root, shard=shard, progress=False if args.json else None)
-    if args.json:
-        _print_json(dataclasses.asdict(report))
-    else:
-        state = "complete" if report.complete else f"shard {report.shard} done: run `sam2grasp cache-merge` after all"
-        print(
-            f"{report.episodes} episodes, {report.frames} frames, {report.bytes / 1e6:.1f} MB in {report.path} "
-            f"({state}); computed {report.computed}, reused {report.reused}, {report.frames_per_s:.1f} frames/s"
-        )
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from pipeline.train_policy import PolicyTrainConfig, check_policy_name, train_policy
-    from policy.train_head import HeadTrainConfig
-
-    check_policy_name(args.policy)  # before anything is read
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    head: dict[str, object] = {"chunk_size": args.chunk}
-    for key, value in (
-        ("dim_model", args.dim_model),
-        ("n_heads", args.heads),
-        ("dim_feedforward", args.ff_dim),
-        ("n_encoder_layers", args.encoder_layers),
-        ("n_decoder_layers", args.decoder_layers),
-        ("temporal_ensemble_coeff", args.ensemble),
-        ("n_action_steps", args.action_steps),
-    ):
-        if value is not None:
-            head[key] = value
-    config = PolicyTrainConfig(
-        policy=args.policy,
-        features=args.features,
-        cache=Path(args.cache) if args.cache else None,
-        val_fraction=args.val_fraction,
-        action_mode=args.action_mode,
-        head=head,
-    )
-    train_cfg = HeadTrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
-    )
-    report = train_policy(Path(args.data), Path(args.out), config, train_cfg, log=None if args.json else print)
-    if args.json:
-        _print_json(dataclasses.asdict(report))
-    else:
-        val = "n/a" if report.final_val_l1 is None else f"{report.final_val_l1:.4f}"
-        base = "n/a" if report.val_l1_mean_baseline is None else f"{report.val_l1_mean_baseline:.4f}"
-        print(
-            f"{report.policy} ({report.features}, {report.action_mode}) trained {report.epochs_done} epochs in "
-            f"{report.seconds:.1f} s: train L1 {report.final_train_l1:.4f}, val L1 {val} (mean-action baseline "
-            f"{base}); policy: {report.policy_dir}"
-        )
-    return 0
-
-
-def _cmd_eval(args: argparse.Namespace) -> int:
-
-    from pipeline.evaluate import EvalConfig, evaluate, parse_levels
-    from policy.agent import load_agent
-    from policy.checkpoint import PolicyCheckpointError
-    from robot.sim.scene import parse_count_range
-
-    # Every option is checked before the models are built.
-    cfg = EvalConfig(
-        trials=args.trials,
-        out=Path(args.out),
-        objects=parse_count_range(args.objects),
-        occlusion=parse_levels(args.occlusion),
-        seed=args.seed,
-        width=args.width,
-        height=args.height,
-        max_seconds=args.max_seconds,
-        videos=args.videos,
-        latency=args.latency,
-    )
-    if not Path(args.policy).is_dir():
-        raise FileNotFoundError(f"policy {args.policy} does not exist (a directory from `sam2grasp train`)")
-    device = _torch_device(args)
-    try:
-        agent = load_agent(
-            Path(args.policy), Path(args.tracker_checkpoint), args.tracker, args.image_size, device=device
-        )
-    except PolicyCheckpointError as exc:
-        raise ValueError(str(exc)) from exc
-    report = evaluate(
-        agent,
-        cfg,
-        policy=args.policy,
-        tracker_checkpoint=args.tracker_checkpoint,
-        progress=None if args.json else print,
-    )
-    if args.json:
-        _print_json(dataclasses.asdict(report))
-    else:
-        print(f"{report.mode}, {report.trials} trials per level, {report.seconds:.0f} s; {report.results}")
-        print("   p   success  wilson 95%      empty-grasp  failed-input  step ms  visible")
-        for lv in report.levels:
-            print(
-                f"{lv.occlusion:4.2f}  {lv.rate:6.1%}  [{lv.wilson_low:5.1%}, {lv.wilson_high:5.1%}]  "
-                f"{lv.empty_grasp_share:11.1%}  {lv.failed_input:12d}  {lv.mean_step_ms:7.1f}  {lv.visible_share:7.1%}"
-            )
-        print(f"plot: {report.plot}")
-    return 0
-
-
-def _add_device_args(p: argparse.ArgumentParser, default: str, device_help: str) -> None:
-    """`--device` (with the subcommand's default and help) and `--threads` (torch CPU threads)."""
-    p.add_argument("--device", default=default, help=device_help)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-
-
-def _add_cache_args(p: argparse.ArgumentParser) -> None:
-    """Options shared by `cache` and `cache-merge`: the dataset, the tracker, the feature spec, the cache root."""
-    from policy.sam2_build import COMPACT, OFFICIAL_CONFIGS
-
-    p.add_argument("--data", required=True, help="dataset directory (from `collect`)")
-    p.add_argument("--tracker", default=COMPACT, choices=[COMPACT, *OFFICIAL_CONFIGS], help="default compact")
-    p.add_argument("--image-size", type=int, default=None, help="tracker input pixels (default: the tracker's)")
-    p.add_argument("--checkpoint", default=None, help="weights (.safetensors, or an official .pt)")
-    p.add_argument("--allow-random", action="store_true", help="cache with random weights (tests, benchmarks)")
-    p.add_argument("--seed", type=int, default=0, help="torch seed of the random init (with --allow-random)")
-    p.add_argument("--features", default="pooled4", help="feature spec: pooledN, masked, pointer (default pooled4)")
-    p.add_argument("--memory-frames", type=int, default=15, help="tracker memory besides the prompt (default 15)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tracker precision")
-    p.add_argument("--encode-batch", type=int, default=8, help="frames per image-encoder batch (default 8)")
-    _add_device_args(p, "auto", "auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--cache-root", default=None, help="directory holding cache keys (default DATA/cache)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,88 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("train-tracker", help="train the compact SAM2 tracker on simulated episodes")
-    p.add_argument("--data", required=True, help="dataset directory (from `collect`)")
-    p.add_argument("--out", default="runs/tracker", help="run directory: checkpoints, progress (resumed)")
-    p.add_argument("--image-size", type=int, default=256, help="tracker input pixels (default 256)")
-    p.add_argument("--stage1-steps", type=int, default=2000)
-    p.add_argument("--stage2-steps", type=int, default=2000)
-    p.add_argument("--stage1-batch", type=int, default=8, help="frames per stage-1 step (default 8)")
-    p.add_argument("--stage2-batch", type=int, default=2, help="clips per stage-2 step (default 2)")
-    p.add_argument("--stage1-budget-s", type=float, default=0.0, help="seconds for stage 1 (0 = steps only)")
-    p.add_argument("--stage2-budget-s", type=float, default=0.0, help="seconds for stage 2 (0 = steps only)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--init", default=None, help="start from these weights (.safetensors) instead of random ones")
-    p.add_argument("--checkpoint-every-s", type=float, default=180.0, help="seconds between checkpoints")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--json", action="store_true", help="print one JSON object at the end")
-    p.set_defaults(func=_cmd_train_tracker)
-
-    p = sub.add_parser("eval-tracker", help="track held-out episodes: mIoU per occlusion level, recovery, switches")
-    p.add_argument("--data", required=True, help="dataset directory")
-    p.add_argument("--episodes", required=True, help="episodes to evaluate: 'a-b' or 'a,b,c'")
-    p.add_argument("--tracker", default="compact", help="compact or an official sam2.1 name")
-    p.add_argument("--checkpoint", default=None, help="weights (.safetensors, or an official .pt)")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--occlusion", default="0,0.2,0.4,0.6", help="comma-separated shares of blacked-out frames")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_eval_tracker)
-
-    p = sub.add_parser("cache", help="run the frozen tracker over every episode and store its features F_t")
-    _add_cache_args(p)
-    p.add_argument("--shard", default=None, help="I/N: only episodes with index %% N == I (default: all)")
-    p.set_defaults(func=_cmd_cache)
-
-    p = sub.add_parser("cache-merge", help="verify the shards of a feature cache and write its manifest")
-    _add_cache_args(p)
-    p.add_argument("--key", default=None, help="cache key (directory name); default: the one the options give")
-    p.set_defaults(func=_cmd_cache_merge)
-
-    p = sub.add_parser("train", help="train a policy (SAM2Grasp: the ACT head on cached tracker features)")
-    p.add_argument("--policy", required=True, help="policy to train: sam2grasp")
-    p.add_argument("--data", required=True, help="dataset directory (from `collect`, cached with `cache`)")
-    p.add_argument("--features", default=None, help="feature spec of the cache to use (default: the only one)")
-    p.add_argument("--cache", default=None, help="feature-cache directory (default: found under DATA/cache)")
-    p.add_argument("--out", default="runs/sam2grasp", help="run directory (resumed; default runs/sam2grasp)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--chunk", type=int, default=20, help="actions per predicted chunk K (default 20)")
-    p.add_argument("--action-mode", default="joint", choices=["joint", "ee"], help="joint targets or TCP pose")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes held out (default 0.1)")
-    p.add_argument("--dim-model", type=int, default=None, help="head width (default 256)")
-    p.add_argument("--heads", type=int, default=None, help="attention heads (default 8)")
-    p.add_argument("--ff-dim", type=int, default=None, help="feed-forward width (default 1024)")
-    p.add_argument("--encoder-layers", type=int, default=None, help="default 4")
-    p.add_argument("--decoder-layers", type=int, default=None, help="default 1")
-    p.add_argument("--ensemble", type=float, default=None, help="temporal ensembling m (default: none)")
-    p.add_argument("--action-steps", type=int, default=None, help="actions used per chunk (default: all K)")
-    p.add_argument("--seed", type=int, default=0)
-    _add_device_args(p, "cpu", "cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("eval", help="closed-loop success in the simulated cell per occlusion level (Wilson 95%%)")
-    p.add_argument("--policy", required=True, help="policy directory (`train`'s RUN/policy or RUN/best)")
-    p.add_argument("--tracker-checkpoint", required=True, help="tracker weights the features were cached with")
-    p.add_argument("--tracker", default=None, help="tracker name (default: the one recorded at training)")
-    p.add_argument("--image-size", type=int, default=None, help="tracker input pixels (default: as recorded)")
-    p.add_argument("--trials", type=int, required=True, help="trials per occlusion level")
-    p.add_argument("--objects", default="3-6", help="objects per scene, N or LO-HI (default 3-6)")
-    p.add_argument("--occlusion", default="0,0.2,0.4,0.6", help="comma-separated shares of blacked-out frames")
-    p.add_argument("--seed", type=int, default=0, help="test seeds are 10000000 + SEED + i (default 0)")
-    p.add_argument("--width", type=int, default=320)
-    p.add_argument("--height", type=int, default=240)
-    p.add_argument("--videos", type=int, default=0, help="trials per level written as videos (default 0)")
-    p.add_argument("--out", default="runs/eval", help="directory for results.json, the plot, videos")
-    p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds per trial (default 15)")
-    p.add_argument("--latency", action="store_true", help="let the sim run on during inference (else lockstep)")
-    _add_device_args(p, "cpu", "tracker and head: cpu, cuda, cuda:N or auto (default cpu)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=_cmd_eval)
+    add_policy_commands(sub)
     return parser
 
 
