@@ -18,6 +18,8 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from robot.masks import mask_box
+
 #: ImageNet normalisation SAM2 was trained with.
 _MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -26,6 +28,10 @@ _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 _HORIZON = 1 << 30
 #: Smallest prompt box side, pixels.
 MIN_BOX_SIDE = 2.0
+
+
+#: The box of a tracked mask (the same rule as the simulator's labels).
+mask_to_box = mask_box
 
 
 class TrackerInputError(ValueError):
@@ -83,15 +89,6 @@ class TrackStep:
     object_score: float
     visible: bool
     raw: RawFeatures
-
-
-def mask_to_box(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
-    """Tight box x0, y0, x1, y1 (pixels, exclusive max) of a mask; zeros when empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    if ys.size == 0:
-        return np.zeros(4, dtype=np.float32)
-    return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=np.float32)
 
 
 def validate_frame(frame: Any, shape: tuple[int, int] | None = None) -> npt.NDArray[np.uint8]:

@@ -9,6 +9,8 @@ import mujoco
 import numpy as np
 import numpy.typing as npt
 
+from robot.masks import mask_box as mask_box  # re-exported: the box of a rendered mask
+
 #: Debian packages that provide each headless backend.
 GL_PACKAGES: dict[str, str] = {"egl": "libegl1 libegl-mesa0 libgl1-mesa-dri", "osmesa": "libosmesa6"}
 #: Depth beyond this range (metres) reads as 0, "no reading", like a RealSense.
@@ -116,12 +118,3 @@ class CameraRenderer:
     def close(self) -> None:
         """Free the GL context."""
         self._renderer.close()
-
-
-def mask_box(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.float32]:
-    """Tight box x0, y0, x1, y1 (pixels, x1/y1 exclusive) of a boolean mask; zeros when the mask is empty."""
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    if ys.size == 0:
-        return np.zeros(4, dtype=np.float32)
-    return np.array([xs[0], ys[0], xs[-1] + 1, ys[-1] + 1], dtype=np.float32)
