@@ -16,6 +16,7 @@ over the global batch: W ranks with batch B/W take the same steps as one process
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -359,4 +360,8 @@ def train_head(
         (out / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
     if distributed:
         dist.barrier()
+        # free the DDP wrapper (its reducer holds the process group) now, while the group is alive; left to the
+        # interpreter's exit it can abort the process ("terminate called without an active exception")
+        del net
+        gc.collect()
     return report

@@ -162,6 +162,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
         report = train_head(train, val, tiny(), DDP_TRAIN, Path(out), log=None)
         if rank == 0:
             Path(out, "ddp_history.json").write_text(json.dumps(report.history))
+        dist.barrier()  # both ranks done before either tears the group down
     finally:
         dist.destroy_process_group()
 
