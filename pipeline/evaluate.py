@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pipeline.atomic_file import write_json
 from pipeline.eval_report import FAILED_INPUT, EvalReport, LevelResult, TrialResult, level_result
 from policy.agent import SAM2GraspAgent, ee_to_joints
 from robot.safety import SafetyLayer, SafetyLimits
@@ -235,12 +235,6 @@ def run_trial(
     )
 
 
-def _write_json_atomic(path: Path, doc: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate(
     agent: SAM2GraspAgent,
     cfg: EvalConfig,
@@ -327,5 +321,5 @@ def evaluate(
         plot=str(plot),
         seconds=time.perf_counter() - start,
     )
-    _write_json_atomic(out / "results.json", asdict(report))
+    write_json(out / "results.json", asdict(report), default=str)
     return report

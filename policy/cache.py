@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from pipeline.atomic_file import write_atomic, write_json
 from pipeline.dataset.reader import Dataset
 from pipeline.dataset.writer import make_dirs
 from policy.cache_store import (
@@ -31,8 +32,6 @@ from policy.cache_store import (
     _read_header,
     _read_json,
     _stale_reason,
-    _write_atomic,
-    _write_json,
     episode_file,
     episode_sha256,
 )
@@ -251,7 +250,7 @@ def _ensure_manifest(directory: Path, key: CacheKey) -> None:
         if CacheKey.from_manifest(doc, path) != key:
             raise CacheError(f"{path} belongs to key {doc.get('key')}, not {key.digest}: choose another --cache-root")
         return
-    _write_json(path, {"format": CACHE_FORMAT, "key": key.digest, "key_fields": asdict(key), "complete": False})
+    write_json(path, {"format": CACHE_FORMAT, "key": key.digest, "key_fields": asdict(key), "complete": False})
 
 
 def _shard_record(directory: Path, shard: Shard) -> Path:
@@ -286,7 +285,7 @@ def build_cache(
     mine = [e for e in range(len(dataset)) if shard.owns(e)]
     _remove_temps(directory, None if shard.count == 1 else mine)
     record = {"shard": shard.label, "status": "running", "dataset_episodes": len(dataset), "started": time.time()}
-    _write_json(_shard_record(directory, shard), record, durable=False)
+    write_json(_shard_record(directory, shard), record, durable=False)
     lengths = {e: dataset.episode_meta(e).length for e in mine}
     show = sys.stderr.isatty() if progress is None else progress
     from tqdm import tqdm
@@ -313,7 +312,7 @@ def build_cache(
         if pending is not None:
             pending.result()
     loop_seconds = time.perf_counter() - loop_start
-    _write_json(_shard_record(directory, shard), record | {"status": "done", "finished": time.time()}, durable=False)
+    write_json(_shard_record(directory, shard), record | {"status": "done", "finished": time.time()}, durable=False)
     complete = False
     if shard.count == 1:
         merge_cache(data, directory, hashes=hashes)
@@ -336,7 +335,7 @@ def build_cache(
 def _serialise_and_write(path: Path, arrays: dict[str, npt.NDArray[Any]], meta: dict[str, str]) -> int:
     from safetensors.numpy import save
 
-    return _write_atomic(path, save(arrays, metadata=meta))
+    return write_atomic(path, save(arrays, metadata=meta))
 
 
 # ---------------------------------------------------------------- merging
@@ -408,7 +407,7 @@ def merge_cache(data: Path, directory: Path, *, hashes: dict[int, str] | None = 
     size = sum(int(x["bytes"]) for x in entries)
     manifest = {"format": CACHE_FORMAT, "key": key.digest, "key_fields": asdict(key), "complete": True}
     manifest |= {"token_shape": token_shape, "total_frames": frames, "total_bytes": size, "episodes": entries}
-    _write_json(directory / MANIFEST, manifest)
+    write_json(directory / MANIFEST, manifest)
     return CacheReport(
         path=str(directory),
         key=key.digest,

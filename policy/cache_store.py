@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,6 @@ import numpy.typing as npt
 
 from pipeline.dataset.layout import DATA_PATH, FRONT_KEY, VIDEO_PATH, episode_path
 from pipeline.dataset.reader import Dataset
-from pipeline.dataset.writer import fsync_dir
 from policy.features import EXTRAS_DIM, FeatureSpec, parse_feature_spec
 
 #: Bumped whenever stored numbers would change for the same inputs (feature extraction, file contents).
@@ -137,28 +135,6 @@ def _stale_reason(path: Path, key: str, episode_hash: str, frames: int) -> str |
     if len(shapes["tokens"]) != 3 or shapes["tokens"][0] != frames:
         return f"tokens of shape {shapes['tokens']}, expected ({frames}, n, C)"
     return None
-
-
-def _write_atomic(path: Path, blob: bytes, *, durable: bool = True) -> int:
-    """Write `blob` to `path` through a unique temp file and os.replace (fsynced when `durable`); return its bytes."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(blob)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
-    return len(blob)
-
-
-def _write_json(path: Path, doc: Any, *, durable: bool = True) -> None:
-    _write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), durable=durable)
 
 
 def _read_json(path: Path) -> Any:

@@ -8,12 +8,12 @@ expected are `PolicyCheckpointError`s that say what was found and what was expec
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pipeline.atomic_file import write_atomic, write_json
 from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 
@@ -27,15 +27,9 @@ class PolicyCheckpointError(ValueError):
     """A checkpoint that cannot be loaded as asked (missing files, wrong format, keys, shapes, spec or mode)."""
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def save_policy(directory: Path | str, policy: ACTPolicy, training: dict[str, Any] | None = None) -> Path:
     """Write `policy` to `directory` (created if needed); `training` is free-form JSON-able info kept alongside."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,9 +42,8 @@ def save_policy(directory: Path | str, policy: ACTPolicy, training: dict[str, An
         "action_mode": cfg.action_mode,
     }
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict(), "training": training or {}}
-    text = json.dumps(doc, indent=2, sort_keys=True)
-    _write_atomic(out / WEIGHTS_FILE, lambda p: save_file(state, str(p), metadata=meta))
-    _write_atomic(out / CONFIG_FILE, lambda p: p.write_text(text))
+    write_atomic(out / WEIGHTS_FILE, save(state, metadata=meta))
+    write_json(out / CONFIG_FILE, doc, sort_keys=True)
     return out
 
 

@@ -24,7 +24,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from policy.sam2_build import build_sam2, load_weights, save_safetensors, tracker_metadata, tracker_spec
+from pipeline.dataset.reader import Dataset
+from policy.sam2_build import (
+    build_sam2,
+    load_weights,
+    read_state_dict,
+    save_safetensors,
+    tracker_metadata,
+    tracker_spec,
+)
 from policy.tracker import _MEAN, _STD
 from policy.tracker_data import TrackingClips, load_clips
 
@@ -280,10 +288,8 @@ def train_tracker(
     last = head.layers[-1] if hasattr(head, "layers") else head
     torch.nn.init.constant_(last.bias, 2.0)
     if init is not None:
-        from policy.sam2_build import read_state_dict as _read
-
-        load_weights(model, _read(init), str(init))
-    n = len(__import__("pipeline.dataset.reader", fromlist=["Dataset"]).Dataset(data_dir))
+        load_weights(model, read_state_dict(init), str(init))
+    n = len(Dataset(data_dir))
     train_eps, held = split_episodes(n, cfg.held_out, cfg.seed)
     progress: dict[str, Any] = {
         "stage": 1,
@@ -296,8 +302,6 @@ def train_tracker(
     }
     if (out / "progress.json").exists():
         progress = json.loads((out / "progress.json").read_text())
-        from policy.sam2_build import read_state_dict
-
         load_weights(model, read_state_dict(out / "tracker.safetensors"), str(out / "tracker.safetensors"))
         log(json.dumps({"resumed": True, "stage": progress["stage"], "step": progress["step"]}))
     t_load = time.monotonic()
@@ -327,12 +331,10 @@ def train_tracker(
             for p in model.image_encoder.parameters():
                 p.requires_grad_(False)
         params = [p for p in model.parameters() if p.requires_grad]
-        optim = torch.optim.AdamW(params, lr=cfg.stage1_lr if stage == 1 else cfg.stage2_lr, weight_decay=0.01)
+        base_lr = cfg.stage1_lr if stage == 1 else cfg.stage2_lr
+        optim = torch.optim.AdamW(params, lr=base_lr, weight_decay=0.01)
         if (out / "optimizer.pt").exists() and progress["step"] > 0:
             optim.load_state_dict(torch.load(out / "optimizer.pt", weights_only=True))
-        base_lr = (
-            optim.param_groups[0]["lr"] if progress["step"] == 0 else (cfg.stage1_lr if stage == 1 else cfg.stage2_lr)
-        )
         window: list[tuple[float, float]] = []
         while progress["step"] < steps:
             step = progress["step"]

@@ -152,7 +152,8 @@ class PickEnv:
         valid = ", ".join(f"{o.instance} ({o.name})" for o in scene.objects)
         if len(matches) > 1:
             raise SceneError(f"target {target!r} matches {len(matches)} objects; name one instance of: {valid}")
-        parse_object_name(target) if " " in target.strip() else None  # unknown colour/shape: catalogue error
+        if " " in target.strip():
+            parse_object_name(target)  # an unknown colour or shape gets the catalogue's error naming the valid ones
         raise UnknownObjectError(f"target {target!r} is not in this scene; objects: {valid}")
 
     def _index_model(self, scene: SceneSpec) -> None:

@@ -1,0 +1,38 @@
+"""Atomic file writes: a reader sees the old file or the whole new one, never a part (temp file + os.replace)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipeline.dataset.video import fsync_file
+
+
+def write_atomic(path: Path, blob: bytes, *, durable: bool = True) -> int:
+    """Write `blob` to `path` through a unique temp file and os.replace (fsynced when `durable`); return its bytes."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_file(path.parent)
+    return len(blob)
+
+
+def write_json(
+    path: Path, doc: Any, *, durable: bool = True, default: Callable[[Any], Any] | None = None, sort_keys: bool = False
+) -> None:
+    """Write `doc` as indented JSON text, atomically (`default` converts values JSON cannot hold)."""
+    text = json.dumps(doc, indent=2, default=default, sort_keys=sort_keys) + "\n"
+    write_atomic(path, text.encode(), durable=durable)
