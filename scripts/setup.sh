@@ -5,11 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6; do
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 libusb-1.0-0 chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
-    echo "installing system packages for headless rendering: ${need[*]}"
+    echo "installing system packages (headless rendering, RealSense USB, Chromium for the web-page tests): ${need[*]}"
     if [ "$(id -u)" = 0 ]; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     elif command -v sudo >/dev/null; then
