@@ -9,7 +9,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pipeline.cli_common import print_json
+from pipeline.cli_calibrate import add_calibrate_commands
+from pipeline.cli_grounding import add_grounding_commands
 from pipeline.cli_policy import add_policy_commands
+from pipeline.cli_product import add_product_commands
+from pipeline.cli_robot import add_robot_commands
 
 #: Errors that are the user's to fix: printed as one line, exit status 2, no traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
@@ -122,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     add_policy_commands(sub)
+    add_grounding_commands(sub)
+    add_robot_commands(sub)
+    add_calibrate_commands(sub)
+    add_product_commands(sub)
     return parser
 
 
