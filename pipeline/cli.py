@@ -8,8 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from pipeline.cli_common import print_json
 from pipeline.cli_calibrate import add_calibrate_commands
+from pipeline.cli_common import print_json
 from pipeline.cli_grounding import add_grounding_commands
 from pipeline.cli_policy import add_policy_commands
 from pipeline.cli_product import add_product_commands
