@@ -4,7 +4,8 @@ Every command passes `SafetyLayer.check` before it is streamed. Limits (all on b
 limits with a margin, a per-tick joint step cap (joint speed x control period), a TCP speed cap, a workspace box
 for the TCP, gripper opening range and force cap, NaN/inf rejection, and a command timeout (heartbeat). In
 "clamp" mode a command outside the limits is pulled back onto them; in "refuse" mode it raises
-`SafetyViolation`. Non-finite commands are always refused.
+`SafetyViolation`; `SafetyLimits.limit_modes` sets the policy limit by limit. Non-finite commands are always
+refused. Every violation is logged (`logging`, the first of each kind at WARNING, repeats at DEBUG) and counted.
 
 Units: radians, radians per second, metres, metres per second, newtons, seconds.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,6 +33,8 @@ JOINT_NAMES: tuple[str, ...] = ("shoulder_pan", "shoulder_lift", "elbow", "wrist
 #: Largest gripper opening the 2F-85 reaches, metres.
 MAX_GRIPPER_WIDTH = 0.085
 _BISECT_STEPS = 12  # halvings when searching the largest admissible fraction of a joint step
+#: Limits whose policy ("clamp" or "refuse") can be set one by one; NaN/inf ("non_finite") is always refused.
+LIMIT_NAMES: tuple[str, ...] = ("joint_limit", "joint_step", "tcp_speed", "workspace", "gripper_width", "gripper_force")
 
 
 class SafetyViolation(RuntimeError):  # noqa: N818 (the name the runtime and drivers use)
@@ -53,7 +56,9 @@ class SafetyLimits:
     the table top is z = 0;
     max_gripper_force: newtons; gripper_width_range: (min, max) metres of gripper opening;
     command_timeout: seconds without a fresh command after which the arm must halt;
-    violation_mode: "clamp" pulls a command back onto the limits, "refuse" raises `SafetyViolation`.
+    violation_mode: "clamp" pulls a command back onto the limits, "refuse" raises `SafetyViolation`;
+    limit_modes: per-limit overrides of violation_mode, pairs (limit name in `LIMIT_NAMES`, "clamp" | "refuse")
+    (a dict is accepted and stored as sorted pairs).
     """
 
     joint_margin: float = 0.05
@@ -65,8 +70,17 @@ class SafetyLimits:
     gripper_width_range: tuple[float, float] = (0.0, MAX_GRIPPER_WIDTH)
     command_timeout: float = 0.1
     violation_mode: ViolationMode = "clamp"
+    limit_modes: tuple[tuple[str, ViolationMode], ...] | Mapping[str, ViolationMode] = ()
 
     def __post_init__(self) -> None:
+        pairs = self.limit_modes.items() if isinstance(self.limit_modes, Mapping) else self.limit_modes
+        modes = tuple(sorted((str(k), v) for k, v in pairs))
+        for name, mode in modes:
+            if name not in LIMIT_NAMES:
+                raise ValueError(f"limit_modes: unknown limit {name!r}; valid limits: {', '.join(LIMIT_NAMES)}")
+            if mode not in ("clamp", "refuse"):
+                raise ValueError(f"limit_modes[{name!r}] must be 'clamp' or 'refuse', got {mode!r}")
+        object.__setattr__(self, "limit_modes", modes)
         if not 0.0 <= self.joint_margin < 0.5:
             raise ValueError(f"joint_margin must be within [0, 0.5) rad, got {self.joint_margin}")
         if not 0.0 < self.max_joint_speed <= UR5E_MAX_JOINT_SPEED:
@@ -95,6 +109,11 @@ class SafetyLimits:
             raise ValueError(f"command_timeout must be within (0, 5] s, got {self.command_timeout}")
         if self.violation_mode not in ("clamp", "refuse"):
             raise ValueError(f"violation_mode must be 'clamp' or 'refuse', got {self.violation_mode!r}")
+
+    def mode_for(self, limit: str) -> ViolationMode:
+        """The policy of limit `limit`: its override in `limit_modes`, else `violation_mode`."""
+        modes = self.limit_modes
+        return (modes if isinstance(modes, Mapping) else dict(modes)).get(limit, self.violation_mode)
 
     @property
     def joint_bounds(self) -> tuple[F64, F64]:
@@ -225,7 +244,8 @@ class SafetyLayer:
         result = tuple(violations)
         if result:
             self._record(result)
-            if self.limits.violation_mode == "refuse":
+            refused = tuple(v for v in result if self.limits.mode_for(v.split(":", 1)[0]) == "refuse")
+            if refused:
                 raise SafetyViolation(result)
         clamped = bool(result) or not np.array_equal(q, q_req)
         self._q_last, self._tcp_last, self._last_time = q.copy(), tcp, now_s
@@ -321,4 +341,4 @@ class SafetyLayer:
             first = self.violation_counts[name] == 0
             self.violation_counts[name] += 1
             # the first of each kind at WARNING, repeats (a clamped stream, 100 per second) at DEBUG
-            log.log(logging.WARNING if first else logging.DEBUG, "safety %s: %s", self.limits.violation_mode, v)
+            log.log(logging.WARNING if first else logging.DEBUG, "safety %s: %s", self.limits.mode_for(name), v)

@@ -213,3 +213,22 @@ def test_random_commands_never_leave_the_limits() -> None:
         "gripper_force",
     }
     assert float(np.linalg.norm(s.tcp_position(q_prev) - s.tcp_position(HOME))) > 0.005  # and the arm still moved
+
+
+def test_per_limit_policy_overrides_the_global_mode() -> None:
+    s = layer(limit_modes={"joint_step": "refuse"})
+    assert s.limits.mode_for("joint_step") == "refuse"
+    assert s.limits.mode_for("gripper_width") == "clamp"
+    cmd = s.check(HOME, 0.2, 0.01)  # gripper width still clamps
+    assert cmd.gripper_width == 0.085
+    with pytest.raises(SafetyViolation, match="joint_step"):
+        s.check(HOME + np.array([0.5, 0, 0, 0, 0, 0]), 0.05, 0.02)
+    r = layer(violation_mode="refuse", limit_modes={"gripper_force": "clamp"})
+    assert r.check(HOME, 0.05, 0.01, gripper_force=500.0).gripper_force == 60.0
+    with pytest.raises(ValueError, match="unknown limit 'speed'; valid limits: joint_limit"):
+        SafetyLimits(limit_modes={"speed": "clamp"})
+    with pytest.raises(ValueError, match="'clamp' or 'refuse'"):
+        SafetyLimits(limit_modes={"workspace": "ignore"})  # type: ignore[dict-item]
+    assert hash(SafetyLimits(limit_modes={"workspace": "refuse"})) == hash(
+        SafetyLimits(limit_modes={"workspace": "refuse"})
+    )
