@@ -135,20 +135,21 @@ def save_shard(path: Path, items: list[LabelledImage]) -> None:
 def load_shard(path: Path) -> list[LabelledImage]:
     """Read a shard written by `save_shard` (no pickles are allowed in it)."""
     with np.load(path, allow_pickle=False) as z:
-        out = []
-        for j in range(len(z["count"])):
-            n = int(z["count"][j])
-            out.append(
-                LabelledImage(
-                    z["images"][j],
-                    z["boxes"][j, :n],
-                    z["colours"][j, :n],
-                    z["shapes"][j, :n],
-                    z["visible_px"][j, :n],
-                    int(z["seeds"][j]),
-                    int(z["views"][j]),
-                )
+        arrays = {k: z[k] for k in z.files}  # each read decompresses: read every array once
+    out = []
+    for j in range(len(arrays["count"])):
+        n = int(arrays["count"][j])
+        out.append(
+            LabelledImage(
+                arrays["images"][j].copy(),
+                arrays["boxes"][j, :n].copy(),
+                arrays["colours"][j, :n].copy(),
+                arrays["shapes"][j, :n].copy(),
+                arrays["visible_px"][j, :n].copy(),
+                int(arrays["seeds"][j]),
+                int(arrays["views"][j]),
             )
+        )
     return out
 
 
