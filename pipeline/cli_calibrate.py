@@ -15,11 +15,13 @@ _EPILOG = textwrap.dedent(
           against the camera's true pose
       sam2grasp calibrate --sim --poses 20 --seed 3 --out out/cal.json --json
           more poses, another scene seed, one JSON object on stdout
+      sam2grasp calibrate --robot-ip 192.168.1.10 --poses-file cell/calib_poses.json --out cell/calibration.json
+          the real cell: the UR5e moves through the taught poses, the RealSense sees the board on the flange
       sam2grasp calibrate --check out/calibration.json --serial 123456789012
           validate a calibration file (rotation, units, version, camera serial) and print it
 
     The routine (robot.calibration_routine.run_calibration) takes the arm and the camera as parameters; on the
-    real cell it runs with the RealSense driver and the UR5e driver's flange pose once that driver is wired in.
+    real cell (--robot-ip, --poses-file) it runs with the UR5e visiting taught poses and the RealSense camera.
     """
 )
 
@@ -27,13 +29,10 @@ _EPILOG = textwrap.dedent(
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     if args.check:
         return _check(args)
-    if not args.sim:
-        raise ValueError(
-            "only the simulated cell can be calibrated from the command line in this build: pass --sim (the real "
-            "cell needs the UR5e driver as the pose source), or --check FILE to validate a calibration file"
-        )
     if args.out is None:
         raise ValueError("--out FILE is required: where to write the calibration")
+    if not args.sim:
+        return _calibrate_real(args)
     if not 4 <= args.poses <= 100:
         raise ValueError(f"--poses must be within 4..100, got {args.poses}")
     from robot.calibration import save_calibration
@@ -62,6 +61,43 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             f"calibrated {run.calibration.camera_serial} from {run.views_used}/{run.poses_visited} views: "
             f"reprojection RMS {run.calibration.reprojection_rms_px:.3f} px; error against the true camera pose "
             f"{err_mm:.2f} mm, {err_deg:.3f} deg; written to {path}"
+        )
+    return 0
+
+
+def _calibrate_real(args: argparse.Namespace) -> int:
+    """The real cell: the UR5e visits the taught poses, the RealSense sees the board on the flange."""
+    if not args.robot_ip or not args.poses_file:
+        raise ValueError(
+            "the real cell needs --robot-ip IP and --poses-file FILE (taught joint poses, radians); "
+            "or pass --sim to calibrate the simulated cell"
+        )
+    from robot.calibration import save_calibration
+    from robot.calibration_routine import run_calibration
+    from robot.calibration_ur5e import UR5ePoseSource, load_pose_file
+    from robot.realsense import RealSenseCamera
+    from robot.ur5e import UR5e
+    from robot.ur5e_config import UR5eConfig
+
+    poses = load_pose_file(args.poses_file)  # checked before anything connects
+    with UR5e(UR5eConfig(host=args.robot_ip)) as robot, RealSenseCamera(serial=args.camera_serial) as camera:
+        run = run_calibration(UR5ePoseSource(robot), camera, poses, camera.serial, settle_s=0.5)
+        robot.move_home()
+    path = save_calibration(args.out, run.calibration)
+    cal = run.calibration
+    report = {
+        "file": str(path),
+        "camera_serial": cal.camera_serial,
+        "views_used": run.views_used,
+        "poses_visited": run.poses_visited,
+        "reprojection_rms_px": cal.reprojection_rms_px,
+    }
+    if args.json:
+        print_json(report)
+    else:
+        print(
+            f"calibrated {run.calibration.camera_serial} from {run.views_used}/{run.poses_visited} views: "
+            f"reprojection RMS {run.calibration.reprojection_rms_px:.3f} px; written to {path}"
         )
     return 0
 
@@ -95,6 +131,9 @@ def add_calibrate_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--out", default=None, help="calibration file to write")
     p.add_argument("--poses", type=int, default=12, help="arm poses to visit, 4..100 (default 12)")
     p.add_argument("--seed", type=int, default=0, help="scene and pose seed of the simulated cell (default 0)")
+    p.add_argument("--robot-ip", default=None, help="real cell: the UR5e controller's IP address")
+    p.add_argument("--poses-file", default=None, help='real cell: JSON {"poses": [[6 joint angles, rad], ...]}')
+    p.add_argument("--camera-serial", default=None, help="real cell: RealSense serial (default: the only one)")
     p.add_argument("--check", metavar="FILE", default=None, help="validate a calibration file instead")
     p.add_argument("--serial", default=None, help="with --check: the camera serial the file must be for")
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -182,19 +182,29 @@ class UR5e:
     # ------------------------------------------------------------------ other motion
     def move_home(self, q: tuple[float, ...] | None = None) -> None:
         """moveJ (blocking) to the home pose `q` (default robot.sim.config.HOME_Q), radians."""
-        target = list(q if q is not None else _home_q())
+        self.move_joints(q if q is not None else _home_q())
+
+    def move_joints(self, q: tuple[float, ...]) -> None:
+        """moveJ (blocking) to joint angles `q`, radians, within the safety layer's joint limits."""
+        target = [float(v) for v in q]
         if len(target) != 6 or not all(np.isfinite(target)):
-            raise ValueError(f"home pose must be 6 finite joint angles (radians), got {target}")
+            raise ValueError(f"a joint pose must be 6 finite joint angles (radians), got {target}")
+        lo, hi = self.config.safety.joint_bounds
+        if np.any(np.asarray(target) < lo) or np.any(np.asarray(target) > hi):
+            raise ValueError(
+                f"joint pose {np.round(target, 3).tolist()} is outside the joint limits with margin "
+                f"[{np.round(lo, 3).tolist()}, {np.round(hi, 3).tolist()}] rad"
+            )
         servo, control = self._require_servo(), self._control
-        self._refuse_when_stopped("moveJ to home")
-        servo.halt("moveJ to home")
+        self._refuse_when_stopped("moveJ")
+        servo.halt("moveJ")
         servo.paused = True
         try:
             with self._io_lock:
                 if control is None:
                     raise NotConnectedError("not connected")
                 ok = control.moveJ(target, self.config.home_speed, self.config.home_acceleration, False)
-            self._check(ok, "moveJ", "the controller did not reach the home pose")
+            self._check(ok, "moveJ", "the controller did not reach the requested joint pose")
         finally:
             servo.paused = False
 
