@@ -105,7 +105,10 @@ def test_sigkill_at_random_moments(tmp_path: Path) -> None:
         append_one(root, seed=100 * trial + 50)
     # Writes were under way: the kills interrupted some of them, leaving leftovers the next writer removed.
     assert notes > 0
-    assert len(Dataset(root)) > len(delays)
+    # Every appended episode is there, plus whatever the children committed before their kill (none when the
+    # machine is so loaded that each child was killed before its first commit); the dataset is whole either way.
+    assert len(Dataset(root)) >= len(delays)
+    assert check_dataset(root).ok
 
 
 def test_hard_exit_at_every_commit_step(tmp_path: Path) -> None:

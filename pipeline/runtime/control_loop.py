@@ -3,7 +3,8 @@ layer and streams it to the arm (100 Hz by default, on its own thread).
 
 It holds the last command while no prediction covers the tick and ends with "policy_stalled" after a timeout; it
 reads the controller status every tick and ends on a protective or emergency stop; `stop()` from any thread halts
-it within one period; the robot is always told to stop when the loop ends, whatever ended it. The same tick logic
+it within one period; the robot is always told to stop when the loop ends, whatever ended it. The policy thread can
+make it hold still (`hold` / `resume`, when perception lost the target). The same tick logic
 serves lockstep simulation (`pipeline.runtime.lockstep`) with simulated time. Units: seconds, radians, metres.
 """
 
@@ -43,6 +44,8 @@ class EndReason(StrEnum):
     ROBOT_ERROR = "robot_error"  # a driver call raised
     MAX_TICKS = "max_ticks"
     EPISODE_DONE = "episode_done"  # lockstep simulation: the episode terminated or was truncated
+    TRACKER_LOST = "tracker_lost"  # the perception watch lost the target (pipeline.runtime.perception_watch)
+    CAMERA_LOST = "camera_lost"  # the perception watch saw no fresh camera frame for too long
 
 
 @dataclass(frozen=True)
@@ -167,6 +170,9 @@ class ControlLoop:
         self._sent_g: float | None = None
         self._start_s = 0.0
         self._last_pred_s: float | None = None
+        self._holding = False
+        self._beats = 0  # policy heartbeats (hold / heartbeat calls); a new one counts as a fresh prediction
+        self._seen_beats = 0
         self.realtime_active = False
 
     # ------------------------------------------------------------------ state
@@ -227,6 +233,30 @@ class ControlLoop:
             return False
         self._send_lock.release()
         return True
+
+    def hold(self) -> None:
+        """From the policy thread while perception has lost the target: drop the queued chunks and hold the last
+        command until `resume()`. Call it on every policy iteration of the hold: each call is a heartbeat, and
+        without one for `hold_timeout_s` seconds the loop ends with "policy_stalled" as usual."""
+        with self._state_lock:
+            self._holding = True
+            self._beats += 1
+
+    def resume(self) -> None:
+        """End a hold: queued predictions are executed again."""
+        with self._state_lock:
+            self._holding = False
+
+    def heartbeat(self) -> None:
+        """From the policy thread when it skipped an observation on purpose (a missing or stale camera frame):
+        the loop keeps executing what is queued, then holds, without ending with "policy_stalled"."""
+        with self._state_lock:
+            self._beats += 1
+
+    @property
+    def holding(self) -> bool:
+        """True between `hold()` and `resume()`."""
+        return self._holding
 
     def run(self) -> LoopResult:
         """The loop itself (blocking): absolute deadlines start + n·period, sleep until `spin_s` before each,
@@ -304,8 +334,14 @@ class ControlLoop:
                 return self._set_end(EndReason.PROTECTIVE_STOP, status.message)
             if not status.connected:
                 return self._set_end(EndReason.DISCONNECTED, status.message)
+            with self._state_lock:
+                holding, beats = self._holding, self._beats
+            if beats != self._seen_beats:
+                self._seen_beats, self._last_pred_s = beats, now_s
+            if holding:
+                self.queue.clear()
             self.queue.drop_before(tick)
-            predictions = self.queue.predictions_for(tick, cfg.max_age_ticks)
+            predictions = [] if holding else self.queue.predictions_for(tick, cfg.max_age_ticks)
             held_q = self._held_q
             if held_q is None:
                 raise RuntimeError("ControlLoop.tick before begin()")

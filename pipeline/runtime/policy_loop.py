@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from pipeline.runtime.chunk_queue import ChunkQueue
 from pipeline.runtime.control_loop import ControlLoop, EndReason
+from pipeline.runtime.perception_watch import PerceptionWatch, Verdict, tracked_score
 
 F64 = npt.NDArray[np.float64]
 #: Returns (frame, proprioceptive state, control tick at which the frame was observed).
@@ -46,6 +47,8 @@ class PolicyEnd(StrEnum):
     PREDICTOR_ERROR = "predictor_error"
     BAD_SHAPE = "bad_chunk_shape"
     NON_FINITE = "non_finite_chunk"
+    TRACKER_LOST = "tracker_lost"  # the perception watch lost the target and could not get it back
+    CAMERA_LOST = "camera_lost"  # the perception watch saw no fresh frame for too long
 
 
 class ChunkError(ValueError):
@@ -86,7 +89,9 @@ class PolicyLoop:
 
     control: the control loop to halt on a bad prediction (and whose end ends this loop);
     min_interval_s: seconds at least between the starts of two predictions (0 = as fast as the model runs);
-    history: inference times kept.
+    history: inference times kept; watch: the perception watch (None: frames and tracking are not watched);
+    clock: seconds, the watch's time base (the camera's timestamps must be on it); retry_s: seconds to wait after
+    a skipped frame.
     """
 
     def __init__(
@@ -97,6 +102,9 @@ class PolicyLoop:
         control: ControlLoop | None = None,
         min_interval_s: float = 0.0,
         history: int = 10_000,
+        watch: PerceptionWatch | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        retry_s: float = 0.005,
     ) -> None:
         if min_interval_s < 0:
             raise ValueError(f"min_interval_s must be >= 0 s, got {min_interval_s}")
@@ -104,12 +112,14 @@ class PolicyLoop:
             raise ValueError(f"history must be at least 1, got {history}")
         self.predictor, self.observe, self.queue, self.control = predictor, observe, queue, control
         self.min_interval_s = min_interval_s
+        self.watch, self.clock, self.retry_s = watch, clock, retry_s
         self._times: deque[float] = deque(maxlen=history)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
         self._result: PolicyResult | None = None
+        self._skipped = False
         self.chunks = 0
 
     @property
@@ -147,28 +157,13 @@ class PolicyLoop:
         try:
             while self._running():
                 started = time.perf_counter()
-                try:
-                    frame, state, tick = self.observe()
-                except Exception as exc:
-                    reason, detail = PolicyEnd.OBSERVE_ERROR, f"observe() raised {type(exc).__name__}: {exc}"
+                end = self.step()
+                if end is not None:
+                    reason, detail = end
                     break
-                try:
-                    raw = self.predictor.predict(frame, state)
-                except Exception as exc:
-                    reason, detail = PolicyEnd.PREDICTOR_ERROR, f"predict() raised {type(exc).__name__}: {exc}"
-                    break
-                finally:
-                    self._record(time.perf_counter() - started)
-                try:
-                    chunk = validate_chunk(raw, self.queue.action_dim)
-                except ChunkError as exc:
-                    reason, detail = exc.reason, str(exc)
-                    break
-                if not self._running():
-                    break
-                if self.queue.put(chunk, tick):
-                    self.chunks += 1
-                wait = self.min_interval_s - (time.perf_counter() - started)
+                wait = max(self.min_interval_s - (time.perf_counter() - started), 0.0)
+                if self._skipped:
+                    wait = max(wait, self.retry_s)
                 if wait > 0 and self._stop.wait(wait):
                     break
             stopped_by_control = self.control is not None and self.control.done and not self._stop.is_set()
@@ -177,16 +172,87 @@ class PolicyLoop:
         except Exception as exc:
             reason, detail = PolicyEnd.PREDICTOR_ERROR, f"policy loop raised {type(exc).__name__}: {exc}"
         finally:
-            if reason not in (PolicyEnd.STOPPED, PolicyEnd.CONTROL_ENDED):
-                log.error("policy loop failed (%s): %s", reason.value, detail)
-                if self.control is not None:
-                    self.control.stop(EndReason.POLICY_FAILED, f"{reason.value}: {detail}")
-            times = self.inference_times()
-            p50, p99 = np.percentile(times, [50, 99]) if times.size else (float("nan"), float("nan"))
-            self._result = PolicyResult(reason, self.chunks, detail, float(p50), float(p99))
-            self._done.set()
+            self._result = self.finish(reason, detail)
+        return self._result
+
+    def step(self) -> tuple[PolicyEnd, str] | None:
+        """One iteration: observe, (watch the frame,) predict, validate, (watch the track,) queue. Returns None to go
+        on, or why the loop must end (then call `finish`)."""
+        watch, control = self.watch, self.control
+        self._skipped = False
+        started = time.perf_counter()
+        problem = ""
+        try:
+            frame, state, tick = self.observe()
+        except TimeoutError as exc:
+            if watch is None:
+                return PolicyEnd.OBSERVE_ERROR, f"observe() raised {type(exc).__name__}: {exc}"
+            frame, state, tick, problem = None, None, 0, f"camera timed out: {exc}"
+        except Exception as exc:
+            return PolicyEnd.OBSERVE_ERROR, f"observe() raised {type(exc).__name__}: {exc}"
+        if watch is not None:
+            seen = watch.check_frame(frame, self.clock(), problem)
+            if seen.verdict == Verdict.END:
+                return PolicyEnd.CAMERA_LOST, seen.detail
+            if seen.verdict == Verdict.SKIP:
+                self._skipped = True
+                if control is not None:
+                    control.heartbeat()
+                return None
+        if state is None:  # only a skipped observation has no state, and it returned above
+            return PolicyEnd.OBSERVE_ERROR, "observe() gave no state"
+        try:
+            raw = self.predictor.predict(frame, state)
+        except Exception as exc:
+            return PolicyEnd.PREDICTOR_ERROR, f"predict() raised {type(exc).__name__}: {exc}"
+        finally:
+            self._record(time.perf_counter() - started)
+        try:
+            chunk = validate_chunk(raw, self.queue.action_dim)
+        except ChunkError as exc:
+            return exc.reason, str(exc)
+        if watch is not None:
+            score, box = tracked_score(self.predictor)
+            verdict = watch.check_track(score, box, self.clock(), frame)
+            if verdict.verdict == Verdict.END:
+                return PolicyEnd.TRACKER_LOST, verdict.detail
+            if verdict.verdict in (Verdict.HOLD, Verdict.REGROUND):
+                if control is not None:
+                    control.hold()
+                self.queue.clear()
+                if verdict.verdict == Verdict.REGROUND and verdict.box is not None:
+                    reprompt = getattr(self.predictor, "reprompt", None)
+                    if reprompt is None:
+                        return PolicyEnd.TRACKER_LOST, f"{verdict.detail}; the predictor cannot be prompted again"
+                    reprompt(verdict.box)
+                log.warning("perception watch: %s (%s)", verdict.verdict.value, verdict.detail)
+                return None
+            if control is not None and control.holding:
+                control.resume()
+                log.info("perception watch: target seen again, resuming")
+        if not self._running():
+            return None
+        if self.queue.put(chunk, tick):
+            self.chunks += 1
+        return None
+
+    def finish(self, reason: PolicyEnd, detail: str) -> PolicyResult:
+        """Record the end; halt the control loop with the matching reason when this loop failed."""
+        if reason not in (PolicyEnd.STOPPED, PolicyEnd.CONTROL_ENDED):
+            log.error("policy loop failed (%s): %s", reason.value, detail)
+            if self.control is not None:
+                end = _CONTROL_REASON.get(reason, EndReason.POLICY_FAILED)
+                self.control.stop(end, f"{reason.value}: {detail}")
+        times = self.inference_times()
+        p50, p99 = np.percentile(times, [50, 99]) if times.size else (float("nan"), float("nan"))
+        self._result = PolicyResult(reason, self.chunks, detail, float(p50), float(p99))
+        self._done.set()
         return self._result
 
     def _record(self, seconds: float) -> None:
         with self._lock:
             self._times.append(seconds)
+
+
+#: How a policy-loop end halts the control loop (the rest end it with "policy_failed").
+_CONTROL_REASON = {PolicyEnd.TRACKER_LOST: EndReason.TRACKER_LOST, PolicyEnd.CAMERA_LOST: EndReason.CAMERA_LOST}
