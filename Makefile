@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pipeline.cli demo "red cube" --out out/demo.mp4
+	$(PY) -m pipeline.cli demo "pick the red cube" --out out/demo.mp4
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -171,7 +171,7 @@ def _parse_step(piece: str) -> TargetQuery | None:
     words = _WORD.findall(text)
     for w in words:
         if not re.fullmatch(r"[a-z@_']+", w):
-            raise UnsupportedCommand(f"'{w}' is not accepted: commands are English words, commas and full stops; {_HELP}")
+            raise UnsupportedCommand(f"'{w}' is not accepted: commands are English words, commas and full stops")
     binary = [i for i, w in enumerate(words) if w.startswith("@")]
     if len(binary) > 1:
         raise UnsupportedCommand("use one spatial relation per object ('the ball next to the box')")

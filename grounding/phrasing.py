@@ -17,7 +17,7 @@ import numpy as np
 from grounding.compact.scenes import COLOURS, SHAPES, LabelledImage
 from grounding.compact.validate import CLEARLY_VISIBLE_PX
 from grounding.detection import Detection
-from grounding.spatial import rank
+from grounding.spatial import TIE_FRACTION, rank, side_margin
 from grounding.vocabulary import Relation
 
 
@@ -122,9 +122,12 @@ def cases_for(item: LabelledImage, rng: np.random.Generator, held_out: bool) -> 
 
 def _clear_rank(relation: Relation, cands: list[Detection], refs: list[Detection], width: int) -> int | None:
     """Index of the candidate the relation picks when it wins by twice the tie margin, else None."""
-    ranked = rank(relation, cands, refs, width // 2)  # half the width doubles the margin the service uses
+    ranked = rank(relation, cands, refs, 2 * width)  # twice the width: twice the tie margin the service uses
     if not ranked.order or not ranked.decided:
         return None
+    margin = 2 * TIE_FRACTION * width
+    if refs and any(abs(side_margin(relation, c, r)) < margin for c in cands for r in refs):
+        return None  # some candidate stands too close to the line that decides which side of the reference it is on
     return next(k for k, c in enumerate(cands) if c is ranked.order[0])
 
 

@@ -52,17 +52,23 @@ def _unary_key(relation: Relation, d: Detection) -> float:
     return keys[relation]
 
 
+def side_margin(relation: Relation, d: Detection, ref: Detection) -> float:
+    """Pixels by which `d` stands on the side of `ref` that `relation` names (negative: the other side;
+    infinite for "next to", which has no side)."""
+    (dx, _), (rx, _) = d.centre_px, ref.centre_px
+    sides = {
+        Relation.NEXT_TO: math.inf,
+        Relation.BEHIND: _bottom(ref) - _bottom(d),
+        Relation.IN_FRONT_OF: _bottom(d) - _bottom(ref),
+        Relation.LEFT_OF: rx - dx,
+        Relation.RIGHT_OF: dx - rx,
+    }
+    return sides[relation]
+
+
 def _binary_key(relation: Relation, d: Detection, ref: Detection) -> float | None:
     """Distance to `ref` when `d` stands where `relation` says, else None."""
-    (dx, _), (rx, _) = d.centre_px, ref.centre_px
-    side = {
-        Relation.NEXT_TO: True,
-        Relation.BEHIND: _bottom(d) < _bottom(ref),
-        Relation.IN_FRONT_OF: _bottom(d) > _bottom(ref),
-        Relation.LEFT_OF: dx < rx,
-        Relation.RIGHT_OF: dx > rx,
-    }
-    return _distance(d, ref) if side[relation] else None
+    return _distance(d, ref) if side_margin(relation, d, ref) > 0 else None
 
 
 def rank(relation: Relation, candidates: list[Detection], references: list[Detection], image_width: int) -> Ranked:

@@ -68,7 +68,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pipeline.demo import run_demo
 
     result = run_demo(
-        args.target,
+        args.command_text,
         Path(args.out),
         seed=args.seed,
         n_objects=args.objects,
@@ -78,14 +78,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     if args.json:
         print_json(dataclasses.asdict(result))
+    elif result.error is not None:
+        print(f"{result.command!r}: nothing moved: {result.error['type']}: {result.error['message']}")
     else:
         print(
-            f"{result.command!r} by {result.method}: {result.outcome} after {result.sim_seconds:.1f} s simulated; "
+            f"{result.command!r} grounded to {result.target} (box {[round(v) for v in result.box or ()]}, score "
+            f"{result.score:.2f}); by {result.method}: {result.outcome} after {result.sim_seconds:.1f} s simulated; "
             f"video with the tracked mask: {result.video}"
         )
-        if not args.expert:
-            print("(the prompt box comes from the simulator's segmentation until language grounding lands)")
-    return 0  # a pick that fails is a result, reported above, not an error of the command
+    # a pick that fails is a result, reported above; a command refused by grounding exits 1 (nothing moved)
+    return 1 if result.error is not None else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,9 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_dataset_check)
 
     p = sub.add_parser(
-        "demo", help="simulated pick of a named object by the shipped models (or --expert), written as a video"
+        "demo", help="simulated pick from a text command by the shipped models (or --expert), written as a video"
     )
-    p.add_argument("target", nargs="?", default="red cube", help="object to pick, '<colour> <shape>'")
+    p.add_argument(
+        "command_text", nargs="?", default="pick the red cube", metavar="COMMAND", help='e.g. "pick the red cup"'
+    )
     p.add_argument("--out", default="out/demo.mp4", help="video path (default out/demo.mp4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--objects", type=int, default=4, help="objects in the scene, 1..6 (default 4)")

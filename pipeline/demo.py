@@ -1,10 +1,11 @@
-"""`make demo`: the simulated cell picks an object named by text, and a video of it is written.
+"""`make demo`: the simulated cell picks an object named by a text command, and a video of it is written.
 
-The default runs the method on the shipped compact models: the compact SAM2 tracker is prompted with the named
-object's box on the first frame and tracks it; the ACT head reads its features and the arm's joints and drives
-the arm; every command passes the safety layer. Until language grounding lands, the prompt box of the named object
-comes from the simulator's segmentation (ground truth), and the command names an object as "<colour> <shape>".
-`--expert` runs the scripted expert instead (privileged simulator state, no learned model).
+The default runs the method on the shipped compact models: the command is parsed and grounded to a box by the
+compact grounder on the first camera frame; the compact SAM2 tracker is prompted with that box and tracks the
+object; the ACT head reads its features and the arm's joints and drives the arm; every command passes the safety
+layer. A command that cannot be grounded to exactly one object (unknown words, ambiguity, nothing matching) ends
+the demo before anything moves. `--expert` replaces tracker and head by the scripted expert (privileged simulator
+state), still grounded from the text.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from grounding.commands import TargetQuery, parse_command
+from grounding.detection import box_iou
+from grounding.errors import GroundingError
+from grounding.service import load_grounding_service
 from pipeline.dataset.video import write_rgb_video
 from pipeline.overlay import draw_overlay
-from robot.sim.catalogue import ObjectKind, all_kinds, parse_object_name
+from robot.masks import mask_box
+from robot.sim.catalogue import ObjectKind, all_kinds
 from robot.sim.config import CellConfig
 from robot.sim.env import Observation, PickEnv, ResetInfo, ResetOptions
 from robot.sim.expert import ScriptedExpert
@@ -28,18 +34,26 @@ from robot.sim.scene import MAX_OBJECTS, MIN_OBJECTS, SceneRequest, SceneSpec, s
 MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_HEAD = MODELS / "sam2grasp_head"
 DEFAULT_TRACKER = MODELS / "tracker_compact.safetensors"
+METHOD = "SAM2Grasp (compact grounder + compact tracker + ACT head)"
 
 
 @dataclass(frozen=True)
 class DemoResult:
-    """Outcome of the demo episode, the command shown, the method, frames written, seconds simulated, the video."""
+    """Outcome of the demo episode, the command, the method, frames written, seconds simulated, the video (None
+    when nothing ran), the grounded target (`target` the parsed pick, `box` pixels, `score` 0..1, `iou` with the
+    simulator's box of the object it was taken for) and the grounding error (`type`, `message`) when refused."""
 
     outcome: str
     command: str
     method: str
     frames: int
     sim_seconds: float
-    video: Path
+    video: Path | None
+    target: str = ""
+    box: tuple[float, float, float, float] | None = None
+    score: float = 0.0
+    iou: float = 0.0
+    error: dict[str, object] | None = None
 
 
 def demo_scene(kind: ObjectKind, seed: int, n_objects: int, camera_jitter: float) -> SceneSpec:
@@ -84,8 +98,33 @@ def _run_expert(
             return str(step.outcome.value) if step.outcome else "timeout", step.time
 
 
+def _scene_for(query: TargetQuery, seed: int, n_objects: int, camera_jitter: float) -> SceneSpec:
+    """A scene holding the named object when colour and shape are both said, else a random one."""
+    colour, shape = query.target.colour, query.target.shape
+    if colour is not None and shape is not None:
+        return demo_scene(ObjectKind(colour, shape), seed, n_objects, camera_jitter)
+    if not MIN_OBJECTS <= n_objects <= MAX_OBJECTS:
+        raise ValueError(f"the demo scene holds {MIN_OBJECTS}..{MAX_OBJECTS} objects, got {n_objects}")
+    return sample_scene(seed, SceneRequest(n_objects=(n_objects, n_objects), camera_jitter=camera_jitter))
+
+
+def _instance_of(obs: Observation, scene: SceneSpec, box: tuple[float, float, float, float]) -> tuple[str, float]:
+    """The scene object whose visible box overlaps `box` most, and that overlap (IoU)."""
+    if obs.instance_map is None:
+        raise RuntimeError("the demo needs the simulator's segmentation to score the grounding")
+    best, best_iou = scene.objects[0].instance, 0.0
+    for i, o in enumerate(scene.objects):
+        mask = obs.instance_map == i
+        if mask.any():
+            b = mask_box(mask)
+            iou = box_iou(box, (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
+            if iou > best_iou:
+                best, best_iou = o.instance, iou
+    return best, best_iou
+
+
 def run_demo(
-    target: str,
+    command: str,
     out: Path,
     *,
     seed: int = 0,
@@ -93,21 +132,34 @@ def run_demo(
     expert: bool = False,
     head: Path = DEFAULT_HEAD,
     tracker: Path = DEFAULT_TRACKER,
+    grounder: Path | None = None,
     width: int = 320,
     height: int = 240,
     max_seconds: float = 15.0,
 ) -> DemoResult:
-    """Pick `target` ("red cube") in a scene of `n_objects`, write the video `out` (mp4) with the tracked mask."""
-    kind = parse_object_name(target)
+    """Ground `command` ("pick the red cube") in a scene of `n_objects`, pick it, write the video `out` (mp4).
+
+    Only the command's first pick runs (`sam2grasp sequence` runs several). Raises UnsupportedCommand (a
+    ValueError) for a command that cannot be read; a grounding refusal is returned as the result's `error`.
+    """
+    query = parse_command(command)[0]
     cell = CellConfig(image_width=width, image_height=height, depth=False)
-    scene = demo_scene(kind, seed, n_objects, cell.scene.camera_jitter)
-    options = ResetOptions(scene=scene, target=kind.name)
+    scene = _scene_for(query, seed, n_objects, cell.scene.camera_jitter)
+    method = "scripted expert (privileged state), grounded from text" if expert else METHOD
+    service = load_grounding_service("compact", model=grounder)
     env = PickEnv(cell)
     frames: list[npt.NDArray[np.uint8]] = []
-    command = f"pick the {kind.name}"
     try:
+        obs, _ = env.reset(seed, ResetOptions(scene=scene))
+        if obs.rgb is None:
+            raise RuntimeError("the demo needs rendering")
+        try:
+            det = service.locate(obs.rgb, query)
+        except GroundingError as e:
+            return DemoResult("refused", command, method, 0, 0.0, None, query.describe(), error=e.to_json())
+        instance, iou = _instance_of(obs, scene, det.box_xyxy_px)
+        options = ResetOptions(scene=scene, target=instance)
         if expert:
-            method = "scripted expert"
             outcome, sim_s = _run_expert(env, options, seed, frames)
         else:
             from pipeline.evaluate import EvalConfig, run_trial
@@ -116,14 +168,18 @@ def run_demo(
             for path in (head, tracker):
                 if not path.exists():
                     raise FileNotFoundError(f"{path} is missing: the shipped models live in {MODELS}")
-            method = "SAM2Grasp (compact tracker + ACT head)"
             agent = load_agent(head, tracker)
             cfg = EvalConfig(trials=1, out=out.parent, width=width, height=height, max_seconds=max_seconds)
             caption = f"'{command}'  SAM2Grasp"
-            trial = run_trial(agent, _FixedScene(env, options), seed, cfg, frames=frames, caption=caption)
+            prompt = np.asarray(det.box_xyxy_px, np.float32)
+            trial = run_trial(
+                agent, _FixedScene(env, options), seed, cfg, frames=frames, caption=caption, prompt_box=prompt
+            )
             outcome, sim_s = trial.outcome, trial.sim_seconds
     finally:
         env.close()
     out.parent.mkdir(parents=True, exist_ok=True)
     write_rgb_video(out, np.stack(frames), fps=1.0 / cell.control_dt)
-    return DemoResult(outcome, command, method, len(frames), sim_s, out)
+    return DemoResult(
+        outcome, command, method, len(frames), sim_s, out, query.describe(), det.box_xyxy_px, det.score, iou
+    )

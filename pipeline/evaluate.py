@@ -167,10 +167,12 @@ def run_trial(
     frames: list[npt.NDArray[np.uint8]] | None = None,
     caption: str = "",
     safety: SafetyLayer | None = None,
+    prompt_box: npt.NDArray[np.float32] | None = None,
 ) -> TrialResult:
     """One closed-loop trial on `env` (an `OcclusionWrapper`); tracked frames go to `frames` when given.
 
-    safety: the layer every command passes (re-seeded here with the measured joints; default a new one)."""
+    safety: the layer every command passes (re-seeded here with the measured joints; default a new one);
+    prompt_box: the tracker's first-frame box, pixels x0, y0, x1, y1 (default: the simulator's target box)."""
     from pipeline.overlay import draw_overlay
 
     obs, _ = env.reset(seed)
@@ -193,7 +195,11 @@ def run_trial(
             raise _AgentFailedError from exc
 
     try:
-        action, step = guarded(lambda: trial.agent_call(lambda: agent.start(obs.rgb, obs.target_box, obs.state)))
+        action, step = guarded(
+            lambda: trial.agent_call(
+                lambda: agent.start(obs.rgb, obs.target_box if prompt_box is None else prompt_box, obs.state)
+            )
+        )
         record(step)
         while not trial.done and trial.steps < max_steps:
             if cfg.latency:

@@ -209,7 +209,7 @@ def train_grounder(
             optim.step()
             progress["step"] += 1
             run_steps += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", heat=f"{parts['heat']:.2f}")
             if time.monotonic() - last_ckpt > cfg.checkpoint_every_s:
                 _save_resume(out, model, optim, progress)
