@@ -28,7 +28,8 @@ GROUNDING_EVAL_SEED = EVAL_SEED_BASE + 500_000
 class GroundingEval:
     """Results. top1: correct targets / commands with one intended target (IoU ≥ 0.5); ambiguity_precision and
     ambiguity_recall: of AmbiguousTarget answers vs ambiguous commands; no_match_rate: NoMatch answers on commands
-    naming an absent object; by_kind / by_phrasing: top-1 (or detection rate) per kind and phrasing; ms_per_command:
+    naming an absent object; by_kind / by_phrasing: top-1 (or detection rate) per kind and phrasing; count_by_kind:
+    commands per kind; ms_per_command:
     mean wall time of parse + locate; failures: up to 20 examples of wrong answers."""
 
     scenes: int
@@ -39,6 +40,7 @@ class GroundingEval:
     no_match_rate: float
     by_kind: dict[str, float]
     by_phrasing: dict[str, float]
+    count_by_kind: dict[str, int]
     ms_per_command: float
     failures: list[dict[str, str]] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ def evaluate_grounding(service: GroundingService, scenes: int = 200, seed: int =
         no_match_rate=float(np.mean(ok["no_match"])) if ok["no_match"] else float("nan"),
         by_kind={k: float(np.mean(v)) for k, v in sorted(ok.items())},
         by_phrasing={k: float(np.mean(v)) for k, v in sorted(phr.items())},
+        count_by_kind={k: len(v) for k, v in sorted(ok.items())},
         ms_per_command=1000.0 * seconds / max(n, 1),
         failures=failures,
     )
