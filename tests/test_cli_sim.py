@@ -23,8 +23,11 @@ def test_demo_writes_a_video(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert status == 0
     result = json.loads(capsys.readouterr().out)
     assert result["outcome"] == "success"
-    assert result["method"] == "scripted expert"
-    assert result["command"] == "pick the red cube"
+    assert result["method"].startswith("scripted expert")
+    assert result["command"] == "red cube"
+    assert result["target"] == "red cube"
+    assert result["iou"] >= 0.5  # the grounded box is the red cube's
+    assert result["error"] is None
     assert out.is_file()
     assert out.stat().st_size > 0
     info = probe_video(out)
@@ -40,6 +43,19 @@ def test_demo_with_unknown_colour_names_the_colours(tmp_path: Path, capsys: pyte
     for colour in ("red", "green", "blue", "yellow", "orange", "purple", "white", "black"):
         assert colour in err
     assert "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.render
+def test_demo_refuses_a_command_that_names_nothing_in_view(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "demo.mp4"
+    # a one-object scene holds only the red cube: the reference object is absent, so nothing may move
+    args = ["demo", "pick the red cube next to the black box", "--objects", "1", "--expert", "--out", str(out)]
+    assert main(args) == 1
+    printed = capsys.readouterr().out
+    assert "nothing moved" in printed
+    assert "no_match" in printed
+    assert "black box" in printed
     assert not out.exists()
 
 
@@ -88,4 +104,4 @@ def test_console_entry_point_exit_status(tmp_path: Path) -> None:
         timeout=120,
     )
     assert result.returncode == 2
-    assert "valid colours" in result.stderr
+    assert "known colours" in result.stderr
