@@ -120,7 +120,7 @@ def test_low_scores_do_not_match() -> None:
 def test_bad_image_and_config_are_errors() -> None:
     service = GroundingService(TableGrounder(SCENE))
     with pytest.raises(ValueError, match="uint8"):
-        service.locate(np.zeros((240, 320), np.float32), parse_command("pick the blue box")[0])  # type: ignore[arg-type]
+        service.locate(np.zeros((240, 320), np.float32), parse_command("pick the blue box")[0])
     with pytest.raises(ValueError, match="match_threshold"):
         ResolveConfig(match_threshold=1.5)
 

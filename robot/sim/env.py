@@ -89,6 +89,7 @@ class PickEnv:
         self.scene: SceneSpec | None = None
         self.target: str = ""
         self._monitor: OutcomeMonitor | None = None
+        self._t0 = 0.0  # simulated time (seconds) at which the current episode began
 
     # ---------------------------------------------------------------- reset
     def reset(self, seed: int, options: ResetOptions | None = None) -> tuple[Observation, ResetInfo]:
@@ -127,6 +128,7 @@ class PickEnv:
         for _ in range(round(cfg.settle_s / cfg.physics_dt)):
             mujoco.mj_step(model, data)
         data.time = 0.0
+        self._t0 = 0.0
         self._start_z = data.xpos[self._obj_body, 2].copy()
         self._monitor = OutcomeMonitor(cfg.rules)
         if cfg.render:
@@ -155,6 +157,21 @@ class PickEnv:
         if " " in target.strip():
             parse_object_name(target)  # an unknown colour or shape gets the catalogue's error naming the valid ones
         raise UnknownObjectError(f"target {target!r} is not in this scene; objects: {valid}")
+
+    def retarget(self, target: str) -> None:
+        """Start a new pick episode in the current scene, without rebuilding it (opt-in, for a session that picks
+        several objects in turn): `target` is an instance id or a name unique in the scene. Object heights are
+        re-measured as the new start, the outcome is undecided again, and episode time (`StepInfo.time`, the
+        timeout) counts from now; the arm, the gripper and the objects stay where they are."""
+        _, data = self._require()
+        scene = self.scene
+        if scene is None:
+            raise RuntimeError("call reset() before retarget()")
+        self.target = self._resolve_target(scene, target, np.random.default_rng(0))
+        self._target_idx = next(i for i, o in enumerate(scene.objects) if o.instance == self.target)
+        self._start_z = data.xpos[self._obj_body, 2].copy()
+        self._monitor = OutcomeMonitor(self.config.rules)
+        self._t0 = float(data.time)
 
     def _index_model(self, scene: SceneSpec) -> None:
         m = self.model
@@ -249,7 +266,7 @@ class PickEnv:
                     arm_hit = arm_hit or abs(force[0]) > self.config.rules.max_pad_press
         others = tuple(float(r) for i, r in enumerate(rises) if i != self._target_idx)
         return CellState(
-            time=float(data.time),
+            time=float(data.time) - self._t0,
             target_rise=float(rises[self._target_idx]),
             other_rises=others,
             target_in_fingers=in_fingers,

@@ -1,0 +1,60 @@
+"""Settings of the API server (validated on construction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.jobs.sim_config import SimCellConfig
+from pipeline.jobs.state import Controller
+
+#: Where a generated token is kept between starts (readable by its owner only).
+DEFAULT_TOKEN_FILE = Path.home() / ".config" / "sam2grasp" / "api_token"
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """What the API serves and how.
+
+    backend: "sim" (the simulated cell) or "ur5e" (the real arm, gripper and camera); controller: default
+    controller of new jobs; token: bearer token for state-changing requests (SAM2GRASP_TOKEN overrides it; when
+    neither is set one is generated at first start, stored in `token_file` and printed once);
+    max_body_bytes: largest request body accepted (bytes); queue_capacity: jobs that may wait;
+    choice_timeout_s: seconds an ambiguous job waits for a person; stream_fps: frames per second of GET /stream
+    (at most); allowed_origins: origins allowed cross-origin requests (exact origins; a wildcard is refused);
+    grounding_backend: backend name passed to the grounding service; sim: the simulated cell's settings;
+    robot_ip: the UR5e controller's address (ur5e backend); camera: camera kind (ur5e backend).
+    """
+
+    backend: str = "sim"
+    controller: Controller = Controller.METHOD
+    token: str | None = None
+    token_file: Path | None = DEFAULT_TOKEN_FILE
+    max_body_bytes: int = 65_536
+    queue_capacity: int = 8
+    choice_timeout_s: float = 300.0
+    stream_fps: float = 10.0
+    allowed_origins: tuple[str, ...] = ()
+    grounding_backend: str = "compact"
+    sim: SimCellConfig = field(default_factory=SimCellConfig)
+    robot_ip: str | None = None
+    camera: str = "realsense"
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("sim", "ur5e"):
+            raise ValueError(f"backend must be 'sim' or 'ur5e', got {self.backend!r}")
+        if not isinstance(self.controller, Controller):
+            try:
+                object.__setattr__(self, "controller", Controller(str(self.controller)))
+            except ValueError:
+                valid = ", ".join(c.value for c in Controller)
+                raise ValueError(f"controller must be one of {valid}, got {self.controller!r}") from None
+        if self.token is not None and len(self.token) < 16:
+            raise ValueError("token must be at least 16 characters (use a random one)")
+        if not 1_024 <= self.max_body_bytes <= 16 * 1024 * 1024:
+            raise ValueError(f"max_body_bytes must be within 1 KiB..16 MiB, got {self.max_body_bytes}")
+        if not 0 < self.stream_fps <= 30:
+            raise ValueError(f"stream_fps must be within (0, 30], got {self.stream_fps}")
+        for origin in self.allowed_origins:
+            if "*" in origin or not origin.startswith(("http://", "https://")):
+                raise ValueError(f"allowed origins must be exact http(s) origins without wildcards, got {origin!r}")
