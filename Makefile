@@ -4,7 +4,7 @@ STAMP := .venv/.installed
 export MUJOCO_GL ?= egl
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: setup demo test test-fast bench lint
+.PHONY: setup demo test test-fast bench lint serve
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
@@ -22,6 +22,12 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/sim.py
+	$(PY) bench/grounding.py
+	$(PY) bench/drivers.py
+	$(PY) bench/faults.py
+
+serve: $(STAMP)
+	$(PY) -m pipeline.cli serve
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
