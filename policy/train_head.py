@@ -20,7 +20,6 @@ import gc
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from pipeline.resume_dir import find_resume, load_optimizer_state, save_resume
 from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 from policy.checkpoint import load_policy, save_policy
@@ -149,30 +149,11 @@ def _evaluate(policy: ACTPolicy, data: ChunkDataset, batch: int, rank: int, worl
     return total[0] / max(total[2], 1.0), total[1] / max(total[2], 1.0)
 
 
-def _resume_dir(out: Path) -> Path | None:
-    for name in ("resume", "resume.old"):  # resume.old survives a crash between the two renames in _save_resume
-        if (out / name / "progress.json").is_file():
-            return out / name
-    return None
-
-
 def _save_resume(out: Path, policy: ACTPolicy, optim: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
-    new, cur, old = out / "resume.new", out / "resume", out / "resume.old"
-    shutil.rmtree(new, ignore_errors=True)
-    save_policy(new, policy, training={"resume": True, "step": progress["step"]})
-    # The optimiser state and the RNG state are plain tensors and numbers, saved with torch.save and read back
-    # with torch.load(weights_only=True), which refuses arbitrary pickled objects.
-    state: dict[str, Any] = {"optimizer": optim.state_dict(), "torch_rng": torch.get_rng_state()}
-    device = next(policy.parameters()).device
-    if device.type == "cuda":
-        state["cuda_rng"] = torch.cuda.get_rng_state(device)
-    torch.save(state, new / "optimizer.pt")
-    (new / "progress.json").write_text(json.dumps(progress, indent=2))
-    if cur.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        cur.rename(old)
-    new.rename(cur)
-    shutil.rmtree(old, ignore_errors=True)
+    def write(directory: Path) -> None:
+        save_policy(directory, policy, training={"resume": True, "step": progress["step"]})
+
+    save_resume(out, write, optim, progress, next(policy.parameters()).device)
 
 
 def _draw(history: list[dict[str, Any]], path: Path) -> None:
@@ -228,7 +209,7 @@ def train_head(
         "best_val_l1": None,
         "epoch_sums": [0.0, 0.0],
     }
-    resume = _resume_dir(out)
+    resume = find_resume(out)
     optim_state: dict[str, Any] | None = None
     if resume is not None:
         saved = json.loads((resume / "progress.json").read_text())
@@ -239,7 +220,7 @@ def train_head(
             )
         progress = saved
         policy = load_policy(resume)
-        optim_state = torch.load(resume / "optimizer.pt", weights_only=True)
+        optim_state = load_optimizer_state(resume)
         say(json.dumps({"resumed": str(resume), "step": progress["step"]}))
     policy.to(device).train()
     optim = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)

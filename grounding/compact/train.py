@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -28,6 +27,7 @@ from grounding.compact.model import CompactDetector, DetectorOutput
 from grounding.compact.scenes import LabelledImage, load_shard
 from grounding.compact.targets import Targets, build_targets
 from grounding.compact.validate import DetectorScores, score_detector
+from pipeline.resume_dir import find_resume, load_optimizer_state, save_resume
 from policy.loss_curve import draw_loss_curve
 
 
@@ -126,24 +126,10 @@ def _lr(step: int, total: int, cfg: GrounderTrainConfig) -> float:
 
 
 def _save_resume(out: Path, model: CompactDetector, optim: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
-    new, cur, old = out / "resume.new", out / "resume", out / "resume.old"
-    shutil.rmtree(new, ignore_errors=True)
-    save_detector(new, model, {"resume": True, "step": progress["step"]})
-    # plain tensors and numbers only: read back with torch.load(weights_only=True)
-    torch.save({"optimizer": optim.state_dict(), "torch_rng": torch.get_rng_state()}, new / "optimizer.pt")
-    (new / "progress.json").write_text(json.dumps(progress, indent=2))
-    if cur.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        cur.rename(old)
-    new.rename(cur)
-    shutil.rmtree(old, ignore_errors=True)
+    def write(directory: Path) -> None:
+        save_detector(directory, model, {"resume": True, "step": progress["step"]})
 
-
-def _resume_dir(out: Path) -> Path | None:
-    for name in ("resume", "resume.old"):
-        if (out / name / "progress.json").is_file():
-            return out / name
-    return None
+    save_resume(out, write, optim, progress)
 
 
 def load_split(data: Path) -> tuple[list[LabelledImage], list[LabelledImage]]:
@@ -171,7 +157,7 @@ def train_grounder(
     torch.set_num_threads(cfg.threads)
     train, val = load_split(data)
     out.mkdir(parents=True, exist_ok=True)
-    resume = _resume_dir(out)
+    resume = find_resume(out)
     if resume is not None:
         model = load_detector(resume).train()
         progress = json.loads((resume / "progress.json").read_text())
@@ -181,7 +167,7 @@ def train_grounder(
         progress = {"step": 0, "epoch": 0, "history": []}
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resume is not None:
-        state = torch.load(resume / "optimizer.pt", weights_only=True)
+        state = load_optimizer_state(resume)
         optim.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["torch_rng"])
     steps_per_epoch = len(train) // cfg.batch
