@@ -82,7 +82,10 @@ REFUSED: list[tuple[object, str]] = [
     ("please", "names no object"),
     ("pick the thing", "names no object"),
     ("pick " + "the red cup, " * 50, "characters long"),
-    ("pick the red cup, the blue cup, the green cup, the red box, the blue box, the green box, the red ball", "at most"),
+    (
+        "pick the red cup, the blue cup, the green cup, the red box, the blue box, the green box, the red ball",
+        "at most",
+    ),
     (None, "must be text"),
     (42, "must be text"),
 ]
