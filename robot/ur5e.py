@@ -305,10 +305,12 @@ class UR5e:
         atexit.unregister(self.close)
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig, previous in self._previous_handlers.items():
+        for sig, previous in list(self._previous_handlers.items()):
             if signal.getsignal(sig) == self._on_signal:
                 signal.signal(sig, previous)
-        self._previous_handlers.clear()
+                del self._previous_handlers[sig]
+        # A handler that another one chained to stays reachable through it: it keeps its own previous handler so
+        # that the chain still ends where it began (its shutdown is a no-op once closed).
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         previous = self._previous_handlers.get(signum, signal.SIG_DFL)

@@ -295,13 +295,19 @@ def test_stop_script_on_sigterm_then_the_previous_handler_runs() -> None:
 
 
 def test_sigint_stops_the_arm_and_raises_keyboard_interrupt() -> None:
-    ctl = FakeController()
-    robot = UR5e(config(handle_signals=True), factory=FakeRtdeFactory(ctl), probe=lambda h, t: None)
-    robot.connect()
-    with pytest.raises(KeyboardInterrupt):
-        os.kill(os.getpid(), signal.SIGINT)
-    assert ctl.names().count("stopScript") == 1
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own SIGINT handler is what the driver must chain to; another test or library in this process may
+    # have left a different one installed, so set it here and put back whatever was there.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ctl = FakeController()
+        robot = UR5e(config(handle_signals=True), factory=FakeRtdeFactory(ctl), probe=lambda h, t: None)
+        robot.connect()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        assert ctl.names().count("stopScript") == 1
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def test_servo_loop_paces_every_tick_with_init_and_wait_period() -> None:
@@ -317,3 +323,18 @@ def test_servo_loop_paces_every_tick_with_init_and_wait_period() -> None:
     assert ctl.ticks > 10  # counted by the mock's waitPeriod, which ends every tick
     assert 10 < len(ctl.servoj) <= ctl.ticks + 1  # at most one servoJ per tick
     assert all(np.allclose(q, HOME) for _, q in ctl.servoj)
+
+
+def test_signal_chain_survives_drivers_closed_out_of_order() -> None:
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        first = UR5e(config(handle_signals=True), factory=FakeRtdeFactory(FakeController()), probe=lambda h, t: None)
+        first.connect()
+        second = UR5e(config(handle_signals=True), factory=FakeRtdeFactory(FakeController()), probe=lambda h, t: None)
+        second.connect()
+        first.close()  # not the installed handler: the second chains to it
+        second.close()  # puts back the first's handler, which must still chain to Python's own
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
