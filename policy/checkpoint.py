@@ -7,13 +7,13 @@ expected are `PolicyCheckpointError`s that say what was found and what was expec
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pipeline.atomic_file import write_atomic, write_json
+from pipeline.checkpoint_files import load_weights_strict, read_format_doc
 from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 
@@ -50,19 +50,8 @@ def save_policy(directory: Path | str, policy: ACTPolicy, training: dict[str, An
 def read_checkpoint_info(directory: Path | str) -> tuple[ACTConfig, dict[str, Any]]:
     """The config and training info of a checkpoint directory, validated."""
     path = Path(directory) / CONFIG_FILE
-    if not path.is_file():
-        raise PolicyCheckpointError(f"{path} not found: a policy checkpoint holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PolicyCheckpointError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise PolicyCheckpointError(f"{path}: format {found!r}, expected {FORMAT!r}")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise PolicyCheckpointError(
-            f"{path}: format_version {doc.get('format_version')!r}, this code reads version {FORMAT_VERSION}"
-        )
+    holds = f"a policy checkpoint holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+    doc = read_format_doc(path, FORMAT, FORMAT_VERSION, PolicyCheckpointError, holds)
     try:
         config = ACTConfig.from_dict(doc.get("config"))  # type: ignore[arg-type]
     except ValueError as e:
@@ -79,9 +68,6 @@ def load_policy(
     device: torch.device | str = "cpu",
 ) -> ACTPolicy:
     """The policy saved in `directory`, in eval mode, strictly checked against its config and the expectations."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     d = Path(directory)
     config, _ = read_checkpoint_info(d)
     if expect_feature_spec is not None and config.feature_spec != expect_feature_spec:
@@ -92,31 +78,6 @@ def load_policy(
         raise PolicyCheckpointError(
             f"{d}: checkpoint predicts action mode {config.action_mode!r}, expected {expect_action_mode!r}"
         )
-    weights = d / WEIGHTS_FILE
-    if not weights.is_file():
-        raise PolicyCheckpointError(f"{weights} not found")
-    try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise PolicyCheckpointError(f"{weights}: not readable as safetensors: {e}") from None
     policy = ACTPolicy(config)
-    expected = policy.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise PolicyCheckpointError(
-            f"{weights}: keys do not match the config; missing {missing[:10]}"
-            f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}"
-            f"{' ...' if len(unexpected) > 10 else ''}"
-        )
-    for key, value in state.items():
-        want = expected[key]
-        if tuple(value.shape) != tuple(want.shape) or value.dtype != want.dtype:
-            raise PolicyCheckpointError(
-                f"{weights}: {key} has shape {tuple(value.shape)} {value.dtype}; "
-                f"the config needs {tuple(want.shape)} {want.dtype}"
-            )
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            raise PolicyCheckpointError(f"{weights}: {key} holds NaN or inf")
-    policy.load_state_dict(state, strict=True)
+    load_weights_strict(d / WEIGHTS_FILE, policy, PolicyCheckpointError)
     return policy.to(device).eval()

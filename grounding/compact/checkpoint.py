@@ -6,13 +6,13 @@ Loading is strict: a missing file, another format, missing or unexpected keys an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from grounding.compact.config import DetectorConfig
 from grounding.compact.model import CompactDetector
 from pipeline.atomic_file import write_atomic, write_json
+from pipeline.checkpoint_files import load_weights_strict, read_format_doc
 
 FORMAT = "sam2grasp-compact-grounder"
 FORMAT_VERSION = 1
@@ -39,19 +39,8 @@ def save_detector(directory: Path, model: CompactDetector, training: dict[str, A
 def read_detector_info(directory: Path) -> tuple[DetectorConfig, dict[str, Any]]:
     """The config and training facts of a checkpoint directory, validated."""
     path = directory / CONFIG_FILE
-    if not path.is_file():
-        raise GrounderCheckpointError(f"{path} not found: a compact grounder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GrounderCheckpointError(f"{path} is not valid JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise GrounderCheckpointError(f"{path}: format {found!r}, expected {FORMAT!r}")
-    if doc.get("format_version") != FORMAT_VERSION:
-        raise GrounderCheckpointError(
-            f"{path}: format_version {doc.get('format_version')!r}, this code reads version {FORMAT_VERSION}"
-        )
+    holds = f"a compact grounder holds {CONFIG_FILE} and {WEIGHTS_FILE}"
+    doc = read_format_doc(path, FORMAT, FORMAT_VERSION, GrounderCheckpointError, holds)
     try:
         config = DetectorConfig.from_dict(doc["config"])
     except (KeyError, TypeError, ValueError) as e:
@@ -62,27 +51,7 @@ def read_detector_info(directory: Path) -> tuple[DetectorConfig, dict[str, Any]]
 
 def load_detector(directory: Path, device: str = "cpu") -> CompactDetector:
     """The detector saved in `directory`, in eval mode, with strict key and shape checks."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     config, _ = read_detector_info(directory)
-    path = directory / WEIGHTS_FILE
-    if not path.is_file():
-        raise GrounderCheckpointError(f"{path} not found: a compact grounder holds {CONFIG_FILE} and {WEIGHTS_FILE}")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise GrounderCheckpointError(f"{path} is not a safetensors file: {e}") from None
     model = CompactDetector(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise GrounderCheckpointError(f"{path}: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-    for k, v in state.items():
-        if v.shape != expected[k].shape:
-            raise GrounderCheckpointError(
-                f"{path}: {k} has shape {tuple(v.shape)}, expected {tuple(expected[k].shape)}"
-            )
-    model.load_state_dict(state, strict=True)
+    load_weights_strict(directory / WEIGHTS_FILE, model, GrounderCheckpointError)
     return model.to(device).eval()
