@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -179,17 +177,9 @@ def load_calibration(path: str | Path, expected_serial: str | None = None) -> Ca
 
 def save_calibration(path: str | Path, calibration: CameraCalibration) -> Path:
     """Write the file atomically (a crash never leaves a half-written file); returns its path."""
+    from pipeline.atomic_file import write_json  # the project's one atomic writer (temp file, fsync, replace)
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(calibration.to_json(), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json(p, calibration.to_json())
     return p
