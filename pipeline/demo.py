@@ -18,12 +18,11 @@ import numpy as np
 import numpy.typing as npt
 
 from grounding.commands import TargetQuery, parse_command
-from grounding.detection import box_iou
 from grounding.errors import GroundingError
 from grounding.service import load_grounding_service
 from pipeline.dataset.video import write_rgb_video
+from pipeline.jobs.sim_view import match_instance
 from pipeline.overlay import draw_overlay
-from robot.masks import mask_box
 from robot.sim.catalogue import ObjectKind, all_kinds
 from robot.sim.config import CellConfig
 from robot.sim.env import Observation, PickEnv, ResetInfo, ResetOptions
@@ -109,18 +108,12 @@ def _scene_for(query: TargetQuery, seed: int, n_objects: int, camera_jitter: flo
 
 
 def _instance_of(obs: Observation, scene: SceneSpec, box: tuple[float, float, float, float]) -> tuple[str, float]:
-    """The scene object whose visible box overlaps `box` most, and that overlap (IoU)."""
+    """The scene object whose visible box overlaps `box` most, and that overlap (IoU); the first object when
+    none overlaps (the trial then measures a pick of an object the grounding did not name)."""
     if obs.instance_map is None:
         raise RuntimeError("the demo needs the simulator's segmentation to score the grounding")
-    best, best_iou = scene.objects[0].instance, 0.0
-    for i, o in enumerate(scene.objects):
-        mask = obs.instance_map == i
-        if mask.any():
-            b = mask_box(mask)
-            iou = box_iou(box, (float(b[0]), float(b[1]), float(b[2]), float(b[3])))
-            if iou > best_iou:
-                best, best_iou = o.instance, iou
-    return best, best_iou
+    best, best_iou = match_instance(obs.instance_map, scene, box)
+    return best or scene.objects[0].instance, best_iou
 
 
 def run_demo(

@@ -14,6 +14,7 @@ from pipeline.jobs.place import in_drop_zone
 from pipeline.jobs.state import Controller
 from robot.intrinsics import look_at, project
 from robot.kinematics import forward
+from robot.masks import mask_box
 from robot.protocols import RobotStatus
 from robot.safety import SafetyLayer
 from robot.sim.env import Observation, PickEnv
@@ -84,11 +85,11 @@ def match_instance(instance_map: npt.NDArray[np.int16], scene: SceneSpec, box: B
     """(instance id, IoU) of the object whose segmentation box best overlaps `box` (pixels); ("", 0) for none."""
     best, best_iou = "", 0.0
     for i, obj in enumerate(scene.objects):
-        ys, xs = np.nonzero(instance_map == i)
-        if xs.size == 0:
+        mask = instance_map == i
+        if not mask.any():
             continue
-        own = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-        iou = box_iou(own, box)
+        x0, y0, x1, y1 = (float(v) for v in mask_box(mask))
+        iou = box_iou((x0, y0, x1, y1), box)
         if iou > best_iou:
             best, best_iou = obj.instance, iou
     return best, best_iou
