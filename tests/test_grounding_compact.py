@@ -146,3 +146,24 @@ def test_shipped_grounder_beats_chance_on_held_out_scenes() -> None:
     assert result.by_kind["unique"] >= 0.8
     assert result.no_match_rate >= 0.8
     assert result.top1 >= 0.7
+
+
+def test_the_detector_runs_once_per_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    grounder = CompactGrounder(CompactDetector(CFG))
+    calls: list[int] = []
+    real = grounder.detector.detect
+
+    def counted(image: np.ndarray) -> list:  # type: ignore[type-arg]
+        calls.append(1)
+        return real(image)
+
+    monkeypatch.setattr(grounder.detector, "detect", counted)
+    image = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    grounder.ground(image, "red cup")
+    grounder.ground(image.copy(), "blue box")  # same pixels, another array: still one detector run
+    grounder.describe(image)
+    assert len(calls) == 1
+    other = image.copy()
+    other[0, 0, 0] ^= 1
+    grounder.ground(other, "red cup")
+    assert len(calls) == 2

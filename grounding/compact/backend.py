@@ -6,6 +6,7 @@ of its shape (a phrase that leaves one out does not constrain it).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,9 @@ class CompactGrounder:
 
     def __init__(self, detector: CompactDetector) -> None:
         self.detector = detector.eval()
+        # One command asks about one image several times (target, reference, what is in view): the detector runs
+        # once per image, keyed by the image's bytes.
+        self._last: tuple[bytes, list[ObjectDetection]] | None = None
 
     @classmethod
     def load(cls, directory: Path | None = None, device: str = "cpu") -> CompactGrounder:
@@ -41,8 +45,14 @@ class CompactGrounder:
 
     def objects(self, image: npt.NDArray[np.uint8]) -> list[ObjectDetection]:
         """Every object the detector finds, most confident first."""
+        key = hashlib.blake2b(np.ascontiguousarray(image).data, digest_size=16).digest()
+        key += repr((image.shape, image.dtype.str)).encode()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
         with torch.inference_mode():
-            return self.detector.detect(image)
+            found = self.detector.detect(image)
+        self._last = (key, found)
+        return found
 
     def ground(self, image: npt.NDArray[np.uint8], text: str) -> list[Detection]:
         """Objects matching `text` ("red cup", "cup", "red object"), best first."""
