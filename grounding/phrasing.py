@@ -78,7 +78,6 @@ def cases_for(item: LabelledImage, rng: np.random.Generator, held_out: bool) -> 
     phrasing = "held_out" if held_out else "standard"
     names = [(int(c), int(s)) for c, s in zip(item.colours, item.shapes, strict=True)]
     clear = [i for i in range(len(names)) if item.visible_px[i] >= CLEARLY_VISIBLE_PX]
-    seen = [i for i in range(len(names)) if item.visible_px[i] > 0]
     out: list[Case] = []
     width = item.image.shape[1]
 
@@ -113,7 +112,7 @@ def cases_for(item: LabelledImage, rng: np.random.Generator, held_out: bool) -> 
             name = _name(item, i, held_out, rng)
             text = f"grasp the {name} that is {words}" if held_out else f"pick the {name} {words}"
             add("spatial", Expect.TARGET, text, group[ranked])
-    _relational(item, names, clear, seen, rng, held_out, add)
+    _relational(item, names, clear, rng, held_out, add)
     absent = [(c, s) for c in range(len(COLOURS)) for s in range(len(SHAPES)) if (c, s) not in names]
     c, s = absent[int(rng.integers(len(absent)))]
     add("no_match", Expect.NO_MATCH, _say(held_out, rng, COLOURS[c].value, SHAPES[s].value))
@@ -135,7 +134,6 @@ def _relational(
     item: LabelledImage,
     names: list[tuple[int, int]],
     clear: list[int],
-    seen: list[int],
     rng: np.random.Generator,
     held_out: bool,
     add: Callable[..., None],
