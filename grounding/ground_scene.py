@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from grounding.compact.scenes import label_observation
 from grounding.errors import GroundingError
 from grounding.service import load_grounding_service
-from robot.masks import mask_box
 from robot.sim.config import CellConfig
 from robot.sim.env import PickEnv, ResetOptions
 from robot.sim.scene import SceneRequest, sample_scene
@@ -31,19 +31,21 @@ def ground_in_scene(
     scene = sample_scene(scene_seed, SceneRequest(n_objects=n_objects, duplicate_prob=0.5))
     with PickEnv(CellConfig(image_width=width, image_height=height, depth=False)) as env:
         obs, _ = env.reset(scene_seed, ResetOptions(scene=scene))
-    if obs.rgb is None or obs.instance_map is None:
-        raise RuntimeError("the simulated camera returned no image")
-    objects = []
-    for i, o in enumerate(scene.objects):
-        mask = obs.instance_map == i
-        box = [round(float(v), 1) for v in mask_box(mask)] if mask.any() else None
-        objects.append({"name": o.name, "instance": o.instance, "box": box})
+    labels = label_observation(obs, scene, scene_seed, view=0)
+    objects = [
+        {
+            "name": o.name,
+            "instance": o.instance,
+            "box": [round(float(v), 1) for v in labels.boxes[i]] if labels.visible_px[i] else None,
+        }
+        for i, o in enumerate(scene.objects)
+    ]
     service = load_grounding_service(backend, model=model)
     result: dict[str, Any] = {"command": command, "scene_seed": scene_seed, "objects": objects}
     try:
         picks = service.parse(command)
         result["picks"] = [q.describe() for q in picks]
-        det = service.locate(obs.rgb, picks[0])
+        det = service.locate(labels.image, picks[0])
         result["target"] = {"name": det.phrase, "box": [round(v, 1) for v in det.box_xyxy_px], "score": det.score}
         result["error"] = None
     except GroundingError as e:

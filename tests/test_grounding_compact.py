@@ -167,3 +167,30 @@ def test_the_detector_runs_once_per_image(monkeypatch: pytest.MonkeyPatch) -> No
     other[0, 0, 0] ^= 1
     grounder.ground(other, "red cup")
     assert len(calls) == 2
+
+
+@pytest.mark.render
+@pytest.mark.skipif(not DEFAULT_MODEL.is_dir(), reason="the shipped compact grounder is not in models/")
+def test_ground_command_prints_objects_target_and_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from grounding.detection import box_iou
+    from pipeline.cli import main
+
+    torch.set_num_threads(1)
+    assert main(["ground", "pick the purple ball", "--scene-seed", "10000003", "--json"]) in (0, 1)
+    first = json.loads(capsys.readouterr().out)
+    names = [o["name"] for o in first["objects"]]
+    unique = next(o for o in first["objects"] if names.count(o["name"]) == 1 and o["box"] is not None)
+    assert main(["ground", f"pick the {unique['name']}", "--scene-seed", "10000003", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"] is None
+    assert box_iou(tuple(doc["target"]["box"]), tuple(unique["box"])) >= 0.5
+    absent = next(
+        f"{c} {s}"
+        for c in ("red", "green", "blue", "yellow", "orange", "purple", "white", "black")
+        for s in ("cube", "can", "cup", "ball", "box")
+        if f"{c} {s}" not in names
+    )
+    assert main(["ground", f"pick the {absent}", "--scene-seed", "10000003", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["target"] is None
+    assert doc["error"]["type"] == "no_match"
