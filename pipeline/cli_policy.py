@@ -121,7 +121,12 @@ def _run_cache(args: argparse.Namespace, *, merge_only: bool) -> int:
     else:
         tracker_spec(args.tracker, args.image_size)
         features = parse_feature_spec(args.features)
-        config = TrackerConfig(memory_frames=args.memory_frames, dtype=args.dtype, encode_batch=args.encode_batch)
+        config = TrackerConfig(
+            memory_frames=args.memory_frames,
+            dtype=args.dtype,
+            encode_batch=args.encode_batch,
+            mask_source=args.mask_source,
+        )
         device = _torch_device(args)
         tracker = load_tracker(
             args.tracker,
@@ -264,6 +269,13 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-frames", type=int, default=15, help="tracker memory besides the prompt (default 15)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tracker precision")
     p.add_argument("--encode-batch", type=int, default=8, help="frames per image-encoder batch (default 8)")
+    p.add_argument(
+        "--mask-source",
+        default="tracker",
+        choices=["tracker", "oracle"],
+        help="tracker (default): SAM2's own masks; oracle: the dataset's true target masks replace them (an "
+        "upper bound on perception; simulation only)",
+    )
     _add_device_args(p, "auto", "auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--cache-root", default=None, help="directory holding cache keys (default DATA/cache)")
     p.add_argument("--json", action="store_true", help="print one JSON object")

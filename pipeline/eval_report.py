@@ -70,7 +70,8 @@ class LevelResult:
 @dataclass(frozen=True)
 class EvalReport:
     """The whole evaluation, as written to results.json. safety_violations: limit violations clamped by the safety
-    layer over the run, by kind (joint_step, tcp_speed, workspace, ...)."""
+    layer over the run, by kind (joint_step, tcp_speed, workspace, ...); perception: "tracker" (the method) or
+    "oracle" (the simulator's true masks in place of the tracker's: an upper bound, not the method)."""
 
     policy: str
     tracker_checkpoint: str
@@ -85,6 +86,7 @@ class EvalReport:
     max_seconds: float
     control_dt: float
     prompt: str
+    perception: str
     levels: list[LevelResult]
     empty_grasp_share: float
     safety_violations: dict[str, int]

@@ -35,6 +35,7 @@ from pipeline.atomic_file import write_json
 from pipeline.eval_report import FAILED_INPUT, EvalReport, LevelResult, TrialResult, level_result
 from policy.agent import SAM2GraspAgent, ee_to_joints
 from robot.safety import SafetyLayer, SafetyLimits
+from robot.sim.env import Observation
 from robot.sim.outcome import Outcome
 from robot.sim.scene import EVAL_SEED_BASE
 
@@ -194,10 +195,24 @@ def run_trial(
             error = f"{type(exc).__name__}: {exc}"
             raise _AgentFailedError from exc
 
+    oracle = agent.tracker.config.oracle
+
+    def true_mask() -> npt.NDArray[np.bool_] | None:
+        """The simulator's target mask for an oracle tracker (empty on a blacked-out frame: the camera saw nothing)."""
+        if not oracle:
+            return None
+        current: Observation = trial.obs
+        if current.target_mask is None:
+            raise RuntimeError("an oracle tracker needs the simulator's segmentation, and this cell renders none")
+        hidden = bool(getattr(env, "last_occluded", False))
+        return np.zeros_like(current.target_mask) if hidden else current.target_mask
+
     try:
         action, step = guarded(
             lambda: trial.agent_call(
-                lambda: agent.start(obs.rgb, obs.target_box if prompt_box is None else prompt_box, obs.state)
+                lambda: agent.start(
+                    obs.rgb, obs.target_box if prompt_box is None else prompt_box, obs.state, true_mask()
+                )
             )
         )
         record(step)
@@ -214,7 +229,9 @@ def run_trial(
             trial.send(guarded(functools.partial(trial.safe_command, action)))
             if trial.done:
                 break
-            action, step = guarded(lambda: trial.agent_call(lambda: agent.act(trial.obs.rgb, trial.obs.state)))
+            action, step = guarded(
+                lambda: trial.agent_call(lambda: agent.act(trial.obs.rgb, trial.obs.state, true_mask()))
+            )
             record(step)
     except _AgentFailedError:
         if not trial.done:
@@ -302,7 +319,9 @@ def evaluate(
         [lv.rate for lv in levels],
         [(lv.wilson_low, lv.wilson_high) for lv in levels],
         out / "success_vs_occlusion.png",
-        title=f"SAM2Grasp ({agent.spec.name}, {agent.action_mode}): success vs occlusion, Wilson 95% bars",
+        title=f"SAM2Grasp ({agent.spec.name}, {agent.action_mode}"
+        + (", ORACLE masks" if agent.tracker.config.oracle else "")
+        + "): success vs occlusion, Wilson 95% bars",
         trials=[lv.trials for lv in levels],
     )
     total = sum(lv.trials for lv in levels)
@@ -320,6 +339,7 @@ def evaluate(
         max_seconds=cfg.max_seconds,
         control_dt=cfg.control_dt,
         prompt="ground-truth target box on the first frame (simulator)",
+        perception=agent.tracker.config.mask_source,
         levels=levels,
         empty_grasp_share=sum(lv.outcomes[Outcome.EMPTY_GRASP.value] for lv in levels) / total,
         safety_violations=dict(safety.violation_counts),

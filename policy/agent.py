@@ -83,16 +83,18 @@ class SAM2GraspAgent:
         return self.head.config.chunk_size
 
     # ------------------------------------------------------------------ per-step actions
-    def start(self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
+    def start(
+        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None
+    ) -> tuple[F64, TrackStep]:
         """Prompt the tracker with `box` (pixels x0, y0, x1, y1) on `frame`, reset the head, and return the first
-        action (7,) and the tracker's step."""
-        step, s = self._prompt(frame, box, state)
+        action (7,) and the tracker's step. mask: the target's true mask, only for an oracle tracker."""
+        step, s = self._prompt(frame, box, state, mask)
         return self._select(step, s), step
 
-    def act(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
-        """Track the target into `frame` and return the next action (7,) and the tracker's step."""
+    def act(self, frame: Any, state: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None) -> tuple[F64, TrackStep]:
+        """Track the target into `frame` and return the next action (7,) and the tracker's step (mask: as `start`)."""
         s = _state(state, self.head.config.state_dim)
-        step = self.tracker.step(_rgb(frame))
+        step = self.tracker.step(_rgb(frame), mask)
         return self._select(step, s), step
 
     # ------------------------------------------------------------------ whole chunks (threaded runtime)
@@ -109,11 +111,11 @@ class SAM2GraspAgent:
 
     # ------------------------------------------------------------------ internals
     def _prompt(
-        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike
+        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None
     ) -> tuple[TrackStep, npt.NDArray[np.float32]]:
         """Check `state`, prompt the tracker with `box` on `frame` and reset the head: the step and the state."""
         s = _state(state, self.head.config.state_dim)
-        step = self.tracker.start(_rgb(frame), box)
+        step = self.tracker.start(_rgb(frame), box, mask)
         self.head.reset()
         return step, s
 
@@ -244,6 +246,7 @@ def load_agent(
         memory_frames=int(record.get("memory_frames", TrackerConfig.memory_frames)),
         score_threshold=float(record.get("score_threshold", TrackerConfig.score_threshold)),
         dtype=str(record.get("dtype", TrackerConfig.dtype)),
+        mask_source=str(record.get("mask_source", TrackerConfig.mask_source)),
     )
     tracker = load_tracker(
         name,

@@ -95,6 +95,7 @@ def cache_key(tracker_name: str, tracker: SAM2Tracker, features: FeatureSpec) ->
         dtype=cfg.dtype,
         weights_sha256=weights_sha256(tracker.model),
         features=features.name,
+        mask_source=cfg.mask_source,
     )
 
 
@@ -210,7 +211,9 @@ def track_episode(
 ) -> dict[str, npt.NDArray[Any]]:
     """Track one episode from its first-frame target box; the arrays stored per episode (see the module doc)."""
     length = dataset.episode_meta(episode).length
-    box = dataset.load_episode(episode, images=False).target_box[0]
+    labels = dataset.load_episode(episode, images=False)
+    box = labels.target_box[0]
+    masks = (labels.target_mask(t) for t in range(length)) if tracker.config.oracle else None
     out: dict[str, npt.NDArray[Any]] = {
         "extras": np.zeros((length, EXTRAS_DIM), np.float32),
         "boxes": np.zeros((length, 4), np.float32),
@@ -219,7 +222,7 @@ def track_episode(
     t = -1
     frames = _prefetch(dataset.iter_frames(episode))
     try:
-        for t, step in enumerate(tracker.track(frames, box)):
+        for t, step in enumerate(tracker.track(frames, box, masks)):
             if t >= length:
                 raise CacheError(f"episode {episode}: its video holds more than its {length} frames")
             feats = extract(step, spec)

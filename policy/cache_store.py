@@ -19,6 +19,7 @@ recomputed. Files are written under a unique temporary name, fsynced and `os.rep
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,11 +59,16 @@ class CacheKey:
     dtype: str
     weights_sha256: str
     features: str
+    mask_source: str = "tracker"
 
     @property
     def digest(self) -> str:
-        """16 hex digits naming the cache directory."""
-        text = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        """16 hex digits naming the cache directory (mask_source enters only when it is not the tracker's own, so
+        caches built before the field existed keep their names)."""
+        fields = asdict(self)
+        if self.mask_source == "tracker":
+            del fields["mask_source"]
+        text = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @classmethod
@@ -72,7 +78,9 @@ class CacheKey:
             found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
             raise CacheError(f"{where}: not a feature-cache manifest of format {CACHE_FORMAT} (format: {found})")
         try:
-            key = cls(**{name: doc["key_fields"][name] for name in cls.__dataclass_fields__})
+            fields = doc["key_fields"]
+            key = cls(**{name: fields[name] for name in cls.__dataclass_fields__ if name != "mask_source"})
+            key = dataclasses.replace(key, mask_source=fields.get("mask_source", "tracker"))
         except (KeyError, TypeError) as exc:
             raise CacheError(f"{where}: key_fields incomplete ({exc}); rerun `sam2grasp cache`") from exc
         if key.digest != doc.get("key"):

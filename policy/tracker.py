@@ -28,6 +28,10 @@ _STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 _HORIZON = 1 << 30
 #: Smallest prompt box side, pixels.
 MIN_BOX_SIDE = 2.0
+#: Where the target's mask comes from (`TrackerConfig.mask_source`).
+MASK_SOURCES: tuple[str, ...] = ("tracker", "oracle")
+#: Logit magnitude an oracle mask is written with (sigmoid 0.99995: a hard mask for SAM2's memory encoder).
+_ORACLE_LOGIT = 10.0
 
 
 #: The box of a tracked mask (the same rule as the simulator's labels).
@@ -44,13 +48,18 @@ class TrackerConfig:
 
     memory_frames: past frames kept besides the prompt frame (SAM2 reads up to 6 mask memories and 15 object
     pointers); score_threshold: object-score logit above which the target counts as visible;
-    dtype: "float32" or "bfloat16" (autocast); encode_batch: frames per image-encoder batch offline.
+    dtype: "float32" or "bfloat16" (autocast); encode_batch: frames per image-encoder batch offline;
+    mask_source: "tracker" (SAM2's own masks) or "oracle" — every frame comes with the target's true mask (the
+    simulator's segmentation), which replaces SAM2's mask, box and visibility in the output and in SAM2's memory,
+    while SAM2 still computes the pixel features and the object pointer. The oracle bounds what perception costs
+    the policy; it needs ground truth and so exists only in simulation.
     """
 
     memory_frames: int = 15
     score_threshold: float = 0.0
     dtype: str = "float32"
     encode_batch: int = 8
+    mask_source: str = "tracker"
 
     def __post_init__(self) -> None:
         if not 1 <= self.memory_frames <= 64:
@@ -59,6 +68,13 @@ class TrackerConfig:
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
         if self.encode_batch < 1:
             raise ValueError(f"encode_batch must be positive, got {self.encode_batch}")
+        if self.mask_source not in MASK_SOURCES:
+            raise ValueError(f"mask_source must be one of {', '.join(MASK_SOURCES)}, got {self.mask_source!r}")
+
+    @property
+    def oracle(self) -> bool:
+        """True when masks come from outside (ground truth) instead of SAM2."""
+        return self.mask_source == "oracle"
 
 
 @dataclass(frozen=True)
@@ -121,6 +137,14 @@ def validate_box(box: Any, height: int, width: int) -> npt.NDArray[np.float64]:
     return b
 
 
+def validate_mask(mask: Any, shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
+    """An oracle mask as (H, W) bool matching the frame, or an error saying what is wrong."""
+    if not isinstance(mask, np.ndarray) or mask.shape != shape:
+        got = mask.shape if isinstance(mask, np.ndarray) else type(mask).__name__
+        raise TrackerInputError(f"oracle mask must be a numpy array of the frame's shape {shape}, got {got}")
+    return mask.astype(bool, copy=False)
+
+
 class SAM2Tracker:
     """Tracks one prompted object with a frozen SAM2 (`model` from `policy.sam2_build.build_sam2`)."""
 
@@ -137,41 +161,66 @@ class SAM2Tracker:
         self._memory: dict[str, dict[int, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------ public API
-    def start(self, frame: npt.NDArray[np.uint8], box: npt.ArrayLike) -> TrackStep:
-        """Forget any previous track, prompt with `box` (pixels x0, y0, x1, y1) on `frame`, return step 0."""
+    def start(
+        self, frame: npt.NDArray[np.uint8], box: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None
+    ) -> TrackStep:
+        """Forget any previous track, prompt with `box` (pixels x0, y0, x1, y1) on `frame`, return step 0.
+
+        mask: the target's true (H, W) mask, required with mask_source "oracle" and refused otherwise."""
         frame = validate_frame(frame)
         h, w = frame.shape[:2]
         b = validate_box(box, h, w)
+        given = self._given(mask, (h, w))
         self._shape = (h, w)
         self._index = -1
         self._memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
         self._box = b
-        return self._step_encoded(self._encode([frame])[0])
+        return self._step_encoded(self._encode([frame])[0], given)
 
-    def step(self, frame: npt.NDArray[np.uint8]) -> TrackStep:
-        """Track the object into the next frame."""
+    def step(self, frame: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_] | None = None) -> TrackStep:
+        """Track the object into the next frame (mask: as for `start`)."""
         if self._shape is None:
             raise RuntimeError("call start(frame, box) before step(frame)")
-        return self._step_encoded(self._encode([validate_frame(frame, self._shape)])[0])
+        frame = validate_frame(frame, self._shape)
+        return self._step_encoded(self._encode([frame])[0], self._given(mask, self._shape))
 
-    def track(self, frames: Iterable[npt.NDArray[np.uint8]], box: npt.ArrayLike) -> Iterator[TrackStep]:
-        """Offline: prompt on the first frame with `box` and track through the rest, encoding frames in batches."""
+    def track(
+        self,
+        frames: Iterable[npt.NDArray[np.uint8]],
+        box: npt.ArrayLike,
+        masks: Iterable[npt.NDArray[np.bool_]] | None = None,
+    ) -> Iterator[TrackStep]:
+        """Offline: prompt on the first frame with `box` and track through the rest, encoding frames in batches.
+
+        masks: one true mask per frame, required with mask_source "oracle" (see `start`)."""
         it = iter(frames)
+        mask_it = None if masks is None else iter(masks)
+
+        def next_mask() -> npt.NDArray[np.bool_] | None:
+            if mask_it is None:
+                return None
+            try:
+                return next(mask_it)
+            except StopIteration:
+                raise TrackerInputError("track() was given fewer masks than frames") from None
+
         try:
             first = next(it)
         except StopIteration:
             raise TrackerInputError("track() needs at least one frame") from None
-        yield self.start(first, box)
+        yield self.start(first, box, next_mask())
         batch: list[npt.NDArray[np.uint8]] = []
+        given: list[npt.NDArray[np.bool_] | None] = []
         for frame in it:
             if self._shape is None:
                 raise RuntimeError("tracker lost its prompt")
             batch.append(validate_frame(frame, self._shape))
+            given.append(self._given(next_mask(), self._shape))
             if len(batch) == self.config.encode_batch:
-                yield from (self._step_encoded(e) for e in self._encode(batch))
-                batch = []
+                yield from (self._step_encoded(e, m) for e, m in zip(self._encode(batch), given, strict=True))
+                batch, given = [], []
         if batch:
-            yield from (self._step_encoded(e) for e in self._encode(batch))
+            yield from (self._step_encoded(e, m) for e, m in zip(self._encode(batch), given, strict=True))
 
     @property
     def memory_size(self) -> int:
@@ -195,7 +244,36 @@ class SAM2Tracker:
             _, feats, pos, sizes = self.model._prepare_backbone_features(out)
         return [([f[:, i : i + 1] for f in feats], [p[:, i : i + 1] for p in pos], sizes) for i in range(len(frames))]
 
-    def _step_encoded(self, encoded: tuple[list[torch.Tensor], list[torch.Tensor], Any]) -> TrackStep:
+    def _given(self, mask: npt.NDArray[np.bool_] | None, shape: tuple[int, int]) -> npt.NDArray[np.bool_] | None:
+        """The oracle mask of a frame, checked against the configured mask source."""
+        if self.config.oracle:
+            if mask is None:
+                raise TrackerInputError("mask_source 'oracle' needs the target's true mask with every frame")
+            return validate_mask(mask, shape)
+        if mask is not None:
+            raise TrackerInputError("a mask was given but mask_source is 'tracker'; valid: omit it, or use 'oracle'")
+        return None
+
+    def _oracle_logits(
+        self, mask: npt.NDArray[np.bool_], high_res: torch.Tensor, low_res: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """High- and low-resolution logits and the object-score logit of a true mask, in SAM2's layouts."""
+        m = torch.from_numpy(np.ascontiguousarray(mask)).to(self.device, torch.float32)[None, None]
+        hi = F.interpolate(m, size=high_res.shape[-2:], mode="area")
+        lo = F.interpolate(m, size=low_res.shape[-2:], mode="area")
+        visible = bool(mask.any())
+        score = torch.full((1, 1), _ORACLE_LOGIT if visible else -_ORACLE_LOGIT, device=self.device)
+
+        def logits(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return torch.where(x >= 0.5, _ORACLE_LOGIT, -_ORACLE_LOGIT).to(like.dtype)
+
+        return logits(hi, high_res), logits(lo, low_res), score.to(high_res.dtype)
+
+    def _step_encoded(
+        self,
+        encoded: tuple[list[torch.Tensor], list[torch.Tensor], Any],
+        oracle: npt.NDArray[np.bool_] | None = None,
+    ) -> TrackStep:
         feats, pos, sizes = encoded
         self._index += 1
         t = self._index
@@ -215,6 +293,8 @@ class SAM2Tracker:
                 t, is_prompt, feats, pos, sizes, points, None, self._memory, _HORIZON, False, None
             )
             _, _, _, low_res, high_res, obj_ptr, score = sam_out
+            if oracle is not None:
+                high_res, low_res, score = self._oracle_logits(oracle, high_res, low_res)
             model._encode_memory_in_output(feats, sizes, points, True, high_res, score, current)
         stored = {
             "maskmem_features": current["maskmem_features"],
@@ -228,7 +308,7 @@ class SAM2Tracker:
             bank[t] = stored
             for old in [k for k in bank if k <= t - self.config.memory_frames]:
                 del bank[old]
-        return self._result(t, high_res, low_res, obj_ptr, score, pix_feat)
+        return self._result(t, high_res, low_res, obj_ptr, score, pix_feat, oracle)
 
     def _result(
         self,
@@ -238,11 +318,15 @@ class SAM2Tracker:
         obj_ptr: torch.Tensor,
         score: torch.Tensor,
         pix_feat: torch.Tensor,
+        oracle: npt.NDArray[np.bool_] | None = None,
     ) -> TrackStep:
         if self._shape is None:
             raise RuntimeError("no prompt frame")
-        logits = F.interpolate(high_res.float(), size=self._shape, mode="bilinear", align_corners=False)[0, 0]
-        mask = (logits > 0).cpu().numpy()
+        if oracle is not None:
+            mask = oracle.copy()
+        else:
+            logits = F.interpolate(high_res.float(), size=self._shape, mode="bilinear", align_corners=False)[0, 0]
+            mask = (logits > 0).cpu().numpy()
         score_value = float(score.float().reshape(-1)[0])
         raw = RawFeatures(
             pix_feat=pix_feat.float()[0].cpu(),

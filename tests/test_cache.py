@@ -174,6 +174,37 @@ def test_changed_spec_or_image_size_is_another_key(data: Path, tracker: SAM2Trac
     assert cache_key("compact", tracker, POOLED4).digest == base.key
 
 
+def test_oracle_masks_are_another_key_and_store_the_true_boxes(data: Path) -> None:
+    """An oracle cache (the dataset's true masks in place of the tracker's) never shares a key with a tracked one,
+    stores the true boxes, and survives a reload of its manifest; a tracked key's name does not depend on the
+    mask-source field (caches built before it existed keep their names)."""
+    from dataclasses import asdict
+
+    from policy.cache_store import CACHE_FORMAT, CacheKey
+    from policy.tracker import TrackerConfig
+
+    plain = load_tracker("compact", image_size=64, allow_random=True, seed=0)
+    oracle = load_tracker(
+        "compact", image_size=64, allow_random=True, seed=0, config=TrackerConfig(mask_source="oracle")
+    )
+    tracked_key = cache_key("compact", plain, POOLED4)
+    oracle_key = cache_key("compact", oracle, POOLED4)
+    assert oracle_key.mask_source == "oracle"
+    assert oracle_key.digest != tracked_key.digest
+    legacy = {k: v for k, v in asdict(tracked_key).items() if k != "mask_source"}
+    import hashlib
+
+    text = json.dumps({"format": CACHE_FORMAT, **legacy}, sort_keys=True)
+    assert tracked_key.digest == hashlib.sha256(text.encode()).hexdigest()[:16]
+    report = build_cache(data, oracle, oracle_key, progress=False)
+    cache = FeatureCache(Path(report.path))
+    assert cache.key == oracle_key
+    labels = Dataset(data).load_episode(1, images=False)
+    np.testing.assert_array_equal(cache.load(1).boxes, labels.target_box)
+    manifest = json.loads((Path(report.path) / "manifest.json").read_text())
+    assert CacheKey.from_manifest(manifest, Path("manifest.json")) == oracle_key
+
+
 def test_modified_episode_is_recomputed(data: Path, tracker: SAM2Tracker) -> None:
     key = cache_key("compact", tracker, POOLED4)
     first = build_cache(data, tracker, key, progress=False)

@@ -252,3 +252,32 @@ def test_eval_runs_an_ee_mode_policy_through_ik(workspace: dict[str, Path], caps
     assert ep.error is None
     assert ep.steps == pytest.approx(10, abs=1)
     assert report.action_mode == "ee"
+
+
+def test_oracle_masks_run_from_cache_to_eval(
+    workspace: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The perception upper bound as a user runs it: `cache --mask-source oracle`, `train`, `eval`; the trained
+    head's record makes eval feed the simulator's masks, and a blacked-out frame gives an empty (not visible) one."""
+    import shutil
+
+    data = Path(shutil.copytree(workspace["data"], tmp_path / "ds", ignore=shutil.ignore_patterns("cache")))
+    cache = ["cache", "--data", str(data), "--tracker", "compact", "--image-size", "64"]
+    cache += ["--checkpoint", str(workspace["tracker"]), "--features", "pooled2", "--mask-source", "oracle"]
+    assert main([*cache, "--threads", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["complete"] is True
+    out = tmp_path / "run"
+    args = ["train", "--policy", "sam2grasp", "--data", str(data), "--out", str(out)]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0
+    policy_dir = json.loads(capsys.readouterr().out)["policy_dir"]
+    assert json.loads((Path(policy_dir) / TRACKER_INFO_FILE).read_text())["mask_source"] == "oracle"
+    agent = load_agent(policy_dir, workspace["tracker"])
+    assert agent.tracker.config.oracle
+    cfg = small_config(tmp_path / "eval", trials=1, occlusion=(0.0, 0.6), max_seconds=1.0)
+    report = evaluate(agent, cfg)
+    assert report.perception == "oracle"
+    clear, dark = (lv.episodes[0] for lv in report.levels)
+    assert clear.error is None
+    assert dark.error is None
+    assert clear.visible_share == 1.0
+    assert dark.visible_share < 1.0  # blacked-out frames carry an empty true mask

@@ -352,3 +352,47 @@ def test_step_before_start_and_empty_track_are_errors(model: torch.nn.Module) ->
         SAM2Tracker(model).step(frame_at(0))
     with pytest.raises(TrackerInputError, match="at least one frame"):
         list(SAM2Tracker(model).track([], BOX0))
+
+
+# ------------------------------------------------------------------ oracle masks (perception upper bound)
+
+
+def true_mask(t: int) -> npt.NDArray[np.bool_]:
+    """The red square's pixels in frame_at(t), empty every 5th frame (as if the target were hidden)."""
+    img = frame_at(t)
+    mask = (img[..., 0] == 220) & (img[..., 1] == 30) & (img[..., 2] == 30)
+    return np.zeros_like(mask) if t % 5 == 4 else mask
+
+
+def test_oracle_masks_replace_the_trackers_and_agree_offline_and_streaming(model: torch.nn.Module) -> None:
+    n = 12
+    config = TrackerConfig(mask_source="oracle", encode_batch=5)
+    masks = [true_mask(t) for t in range(n)]
+    offline = list(SAM2Tracker(model, config).track(frames(n), BOX0, masks))
+    tracker = SAM2Tracker(model, config)
+    it = frames(n)
+    streaming = [tracker.start(next(it), BOX0, masks[0])]
+    streaming.extend(tracker.step(f, masks[t]) for t, f in enumerate(it, start=1))
+    _assert_same_steps(offline, streaming)
+    for t, step in enumerate(offline):
+        assert np.array_equal(step.mask, masks[t])
+        assert np.array_equal(step.box, mask_to_box(masks[t]))
+        assert step.visible == bool(masks[t].any())
+    # the true masks reach SAM2's memory: the features differ from those of the tracker's own masks
+    own = list(SAM2Tracker(model, TrackerConfig(encode_batch=5)).track(frames(n), BOX0))
+    assert _max_diff(own[-1].raw.pix_feat, offline[-1].raw.pix_feat) > 1e-3
+
+
+def test_mask_source_mismatches_are_clear_errors(model: torch.nn.Module) -> None:
+    oracle = SAM2Tracker(model, TrackerConfig(mask_source="oracle"))
+    with pytest.raises(TrackerInputError, match="needs the target's true mask"):
+        oracle.start(frame_at(0), BOX0)
+    with pytest.raises(TrackerInputError, match=r"frame's shape \(72, 96\)"):
+        oracle.start(frame_at(0), BOX0, np.zeros((10, 10), dtype=bool))
+    with pytest.raises(TrackerInputError, match="fewer masks than frames"):
+        list(oracle.track(frames(3), BOX0, [true_mask(0)]))
+    plain = SAM2Tracker(model)
+    with pytest.raises(TrackerInputError, match="mask_source is 'tracker'"):
+        plain.start(frame_at(0), BOX0, true_mask(0))
+    with pytest.raises(ValueError, match="mask_source must be one of tracker, oracle"):
+        TrackerConfig(mask_source="perfect")
