@@ -137,7 +137,7 @@ def _run_cache(args: argparse.Namespace, *, merge_only: bool) -> int:
             config=config,
             device=device,
         )
-        key = cache_key(args.tracker, tracker, features)
+        key = cache_key(args.tracker, tracker, features, args.occlusion)
         if merge_only:
             report = merge_cache(data, cache_dir(data, key, root))
         else:
@@ -174,6 +174,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             head[key] = value
+    from policy.image_act_config import parse_image_size
+
     config = PolicyTrainConfig(
         policy=args.policy,
         features=args.features,
@@ -181,11 +183,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         action_mode=args.action_mode,
         head=head,
+        image_size=parse_image_size(args.image_size) if args.image_size else None,
     )
     train_cfg = HeadTrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
     )
-    report = train_policy(Path(args.data), Path(args.out), config, train_cfg, log=None if args.json else print)
+    out = Path(args.out or f"runs/{args.policy}")
+    report = train_policy(Path(args.data), out, config, train_cfg, log=None if args.json else print)
     if args.json:
         print_json(dataclasses.asdict(report))
     else:
@@ -201,9 +205,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
 
-    from pipeline.evaluate import EvalConfig, evaluate, parse_levels
+    from pipeline.evaluate import EvalAgent, EvalConfig, evaluate, parse_levels
     from policy.agent import load_agent
     from policy.checkpoint import PolicyCheckpointError
+    from policy.image_agent import load_image_agent
+    from policy.image_checkpoint import checkpoint_policy_type
     from robot.sim.scene import parse_count_range
 
     # Every option is checked before the models are built.
@@ -222,23 +228,34 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy {args.policy} does not exist (a directory from `sam2grasp train`)")
     device = _torch_device(args)
+    tracker_ckpt = Path(args.tracker_checkpoint) if args.tracker_checkpoint else None
+    agent: EvalAgent
     try:
-        agent = load_agent(
-            Path(args.policy), Path(args.tracker_checkpoint), args.tracker, args.image_size, device=device
-        )
+        kind = checkpoint_policy_type(args.policy)
+        if kind == "sam2grasp":
+            if tracker_ckpt is None:
+                raise ValueError("a sam2grasp policy needs --tracker-checkpoint (the tracker its features came from)")
+            agent = load_agent(Path(args.policy), tracker_ckpt, args.tracker, args.image_size, device=device)
+        else:
+            agent = load_image_agent(Path(args.policy), tracker_ckpt, args.tracker, args.image_size, device=device)
+            if agent.tracker is None:
+                tracker_ckpt = None  # act / act-cvae read frames alone
     except PolicyCheckpointError as exc:
         raise ValueError(str(exc)) from exc
     report = evaluate(
         agent,
         cfg,
         policy=args.policy,
-        tracker_checkpoint=args.tracker_checkpoint,
+        tracker_checkpoint="" if tracker_ckpt is None else str(tracker_ckpt),
         progress=None if args.json else print,
     )
     if args.json:
         print_json(dataclasses.asdict(report))
     else:
-        print(f"{report.mode}, {report.trials} trials per level, {report.seconds:.0f} s; {report.results}")
+        print(
+            f"{report.policy_type} ({report.feature_spec}), {report.mode}, {report.trials} trials per level, "
+            f"{report.seconds:.0f} s; {report.results}"
+        )
         print("   p   success  wilson 95%      empty-grasp  failed-input  step ms  visible")
         for lv in report.levels:
             print(
@@ -269,6 +286,13 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-frames", type=int, default=15, help="tracker memory besides the prompt (default 15)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tracker precision")
     p.add_argument("--encode-batch", type=int, default=8, help="frames per image-encoder batch (default 8)")
+    p.add_argument(
+        "--occlusion",
+        type=float,
+        default=0.0,
+        help="share of frames after the first blacked out before tracking, [0, 1) (default 0): features a head "
+        "learns to act on while the camera sees nothing",
+    )
     p.add_argument(
         "--mask-source",
         default="tracker",
@@ -323,12 +347,18 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--key", default=None, help="cache key (directory name); default: the one the options give")
     p.set_defaults(func=_cmd_cache_merge)
 
-    p = sub.add_parser("train", help="train a policy (SAM2Grasp: the ACT head on cached tracker features)")
-    p.add_argument("--policy", required=True, help="policy to train: sam2grasp")
+    p = sub.add_parser("train", help="train a policy (SAM2Grasp: the ACT head on cached features; or a baseline)")
+    p.add_argument(
+        "--policy",
+        required=True,
+        help="sam2grasp (ACT head on cached tracker features), or an image baseline trained from scratch on the "
+        "frames: act, act-cvae, act-cvae-condition (target box drawn on every frame)",
+    )
     p.add_argument("--data", required=True, help="dataset directory (from `collect`, cached with `cache`)")
     p.add_argument("--features", default=None, help="feature spec of the cache to use (default: the only one)")
     p.add_argument("--cache", default=None, help="feature-cache directory (default: found under DATA/cache)")
-    p.add_argument("--out", default="runs/sam2grasp", help="run directory (resumed; default runs/sam2grasp)")
+    p.add_argument("--out", default=None, help="run directory (resumed; default runs/POLICY)")
+    p.add_argument("--image-size", default=None, help="baselines: frames downscaled to WxH pixels (default 128x96)")
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--chunk", type=int, default=20, help="actions per predicted chunk K (default 20)")
     p.add_argument("--action-mode", default="joint", choices=["joint", "ee"], help="joint targets or TCP pose")
@@ -348,8 +378,13 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="closed-loop success in the simulated cell per occlusion level (Wilson 95%%)")
-    p.add_argument("--policy", required=True, help="policy directory (`train`'s RUN/policy or RUN/best)")
-    p.add_argument("--tracker-checkpoint", required=True, help="tracker weights the features were cached with")
+    p.add_argument("--policy", required=True, help="policy directory (`train`'s RUN/policy or RUN/best), any type")
+    p.add_argument(
+        "--tracker-checkpoint",
+        default=None,
+        help="tracker weights: those the features were cached with (sam2grasp, required), or the tracker whose box "
+        "act-cvae-condition draws (required there); unused by act and act-cvae",
+    )
     p.add_argument("--tracker", default=None, help="tracker name (default: the one recorded at training)")
     p.add_argument("--image-size", type=int, default=None, help="tracker input pixels (default: as recorded)")
     p.add_argument("--trials", type=int, required=True, help="trials per occlusion level")

@@ -71,7 +71,9 @@ class LevelResult:
 class EvalReport:
     """The whole evaluation, as written to results.json. safety_violations: limit violations clamped by the safety
     layer over the run, by kind (joint_step, tcp_speed, workspace, ...); perception: "tracker" (the method) or
-    "oracle" (the simulator's true masks in place of the tracker's: an upper bound, not the method)."""
+    "oracle" (the simulator's true masks in place of the tracker's: an upper bound, not the method), "none" for an
+    image baseline without a tracker; policy_type: which policy ran ("sam2grasp", "act", "act-cvae",
+    "act-cvae-condition"); feature_spec: its input (a SAM2 feature spec, or "rgbWxH[+box]" for a baseline)."""
 
     policy: str
     tracker_checkpoint: str
@@ -93,6 +95,7 @@ class EvalReport:
     results: str
     plot: str
     seconds: float
+    policy_type: str = "sam2grasp"
 
 
 def level_result(p: float, results: list[TrialResult], videos: list[str]) -> LevelResult:

@@ -14,6 +14,10 @@ so the simulation advances by the measured inference time and the policy acts on
 
 An agent error (bad input, NaN/inf output, tracker failure) ends the trial as `failed_input` after sending the
 previous safe command once (the arm holds still); it never ends the run.
+
+The image baselines (`policy.image_agent.ImageACTAgent`: act, act-cvae, act-cvae-condition) run the same protocol,
+seeds and safety layer; `act` and `act-cvae` do not use the prompt box, `act-cvae-condition` draws the box of the
+tracker prompted with it. The report records which policy type ran (`policy_type`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy.typing as npt
 from pipeline.atomic_file import write_json
 from pipeline.eval_report import FAILED_INPUT, EvalReport, LevelResult, TrialResult, level_result
 from policy.agent import SAM2GraspAgent, ee_to_joints
+from policy.image_agent import ImageACTAgent
 from robot.safety import SafetyLayer, SafetyLimits
 from robot.sim.env import Observation
 from robot.sim.outcome import Outcome
@@ -42,6 +47,8 @@ from robot.sim.scene import EVAL_SEED_BASE
 F64 = npt.NDArray[np.float64]
 #: Test scene seeds start here; training seeds are below it.
 SEED_BASE = EVAL_SEED_BASE
+#: What `evaluate` runs: SAM2Grasp, or an image baseline (act, act-cvae, act-cvae-condition) on the same protocol.
+EvalAgent = SAM2GraspAgent | ImageACTAgent
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class _AgentFailedError(Exception):
 class _Trial:
     """The state of one running trial: environment, safety layer, last safe command, counters."""
 
-    def __init__(self, env: Any, agent: SAM2GraspAgent, safety: SafetyLayer, obs: Any) -> None:
+    def __init__(self, env: Any, agent: EvalAgent, safety: SafetyLayer, obs: Any) -> None:
         self.env, self.agent, self.safety, self.obs = env, agent, safety, obs
         self.safety.reset(obs.joints, obs.time)
         q = self.safety.last_q
@@ -161,7 +168,7 @@ def eval_safety_layer(control_dt: float) -> SafetyLayer:
 
 
 def run_trial(
-    agent: SAM2GraspAgent,
+    agent: EvalAgent,
     env: Any,
     seed: int,
     cfg: EvalConfig,
@@ -195,7 +202,7 @@ def run_trial(
             error = f"{type(exc).__name__}: {exc}"
             raise _AgentFailedError from exc
 
-    oracle = agent.tracker.config.oracle
+    oracle = agent.tracker is not None and agent.tracker.config.oracle
 
     def true_mask() -> npt.NDArray[np.bool_] | None:
         """The simulator's target mask for an oracle tracker (empty on a blacked-out frame: the camera saw nothing)."""
@@ -258,8 +265,34 @@ def run_trial(
     )
 
 
+def _describe(agent: EvalAgent) -> dict[str, str]:
+    """How the report names the agent: policy type, display name, input features, prompt and perception."""
+    prompt = "ground-truth target box on the first frame (simulator)"
+    if isinstance(agent, SAM2GraspAgent):
+        perception = agent.tracker.config.mask_source
+        return {
+            "policy_type": "sam2grasp",
+            "name": "SAM2Grasp",
+            "features": agent.spec.name,
+            "prompt": prompt,
+            "perception": perception,
+        }
+    if agent.tracker is None:
+        prompt = "none: the image baseline reads the frame alone (the ground-truth box is not used)"
+    else:
+        prompt += ", tracked by SAM2 and drawn on every frame"
+    perception = "none" if agent.tracker is None else agent.tracker.config.mask_source
+    return {
+        "policy_type": agent.policy_type,
+        "name": agent.policy_type.upper(),
+        "features": agent.input_name,
+        "prompt": prompt,
+        "perception": perception,
+    }
+
+
 def evaluate(
-    agent: SAM2GraspAgent,
+    agent: EvalAgent,
     cfg: EvalConfig,
     *,
     policy: str = "",
@@ -314,13 +347,14 @@ def evaluate(
             levels.append(level_result(p, results, videos))
     finally:
         env.close()
+    desc = _describe(agent)
     plot = draw_success_plot(
         [lv.occlusion for lv in levels],
         [lv.rate for lv in levels],
         [(lv.wilson_low, lv.wilson_high) for lv in levels],
         out / "success_vs_occlusion.png",
-        title=f"SAM2Grasp ({agent.spec.name}, {agent.action_mode}"
-        + (", ORACLE masks" if agent.tracker.config.oracle else "")
+        title=f"{desc['name']} ({desc['features']}, {agent.action_mode}"
+        + (", ORACLE masks" if agent.tracker is not None and agent.tracker.config.oracle else "")
         + "): success vs occlusion, Wilson 95% bars",
         trials=[lv.trials for lv in levels],
     )
@@ -328,7 +362,7 @@ def evaluate(
     report = EvalReport(
         policy=policy,
         tracker_checkpoint=tracker_checkpoint,
-        feature_spec=agent.spec.name,
+        feature_spec=desc["features"],
         action_mode=agent.action_mode,
         mode="latency" if cfg.latency else "lockstep",
         trials=cfg.trials,
@@ -338,14 +372,15 @@ def evaluate(
         height=cfg.height,
         max_seconds=cfg.max_seconds,
         control_dt=cfg.control_dt,
-        prompt="ground-truth target box on the first frame (simulator)",
-        perception=agent.tracker.config.mask_source,
+        prompt=desc["prompt"],
+        perception=desc["perception"],
         levels=levels,
         empty_grasp_share=sum(lv.outcomes[Outcome.EMPTY_GRASP.value] for lv in levels) / total,
         safety_violations=dict(safety.violation_counts),
         results=str(out / "results.json"),
         plot=str(plot),
         seconds=time.perf_counter() - start,
+        policy_type=desc["policy_type"],
     )
     write_json(out / "results.json", asdict(report), default=str)
     return report

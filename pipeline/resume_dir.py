@@ -57,3 +57,32 @@ def load_optimizer_state(resume: Path) -> dict[str, Any]:
     """The optimiser and RNG state saved by `save_resume` (tensors and numbers only)."""
     state: dict[str, Any] = torch.load(resume / OPTIMIZER_FILE, weights_only=True)
     return state
+
+
+def resume_run(
+    out: Path, fingerprint: dict[str, Any], say: Callable[[str], object]
+) -> tuple[Path, dict[str, Any], dict[str, Any]] | None:
+    """(directory, progress, optimiser state) of the run in `out` to resume, or None when there is none.
+
+    ValueError when that run was written with another configuration or data (`fingerprint` differs)."""
+    resume = find_resume(out)
+    if resume is None:
+        return None
+    saved = json.loads((resume / PROGRESS_FILE).read_text())
+    if saved.get("fingerprint") != fingerprint:
+        raise ValueError(
+            f"{resume} was written by a run with another configuration or data; found "
+            f"{saved.get('fingerprint')}, this run has {fingerprint}; use a new out_dir or delete {resume}"
+        )
+    say(json.dumps({"resumed": str(resume), "step": saved["step"]}))
+    return resume, saved, load_optimizer_state(resume)
+
+
+def restore_optimizer(optim: torch.optim.Optimizer, state: dict[str, Any] | None, device: torch.device) -> None:
+    """Load a `resume_run` optimiser state (and the RNG states saved with it) into `optim`; nothing when None."""
+    if state is None:
+        return
+    optim.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and "cuda_rng" in state:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)

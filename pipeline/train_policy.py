@@ -1,4 +1,6 @@
-"""`sam2grasp train`: train a policy on a dataset. SAM2Grasp trains its ACT head on cached F_t only.
+"""`sam2grasp train`: train a policy on a dataset. SAM2Grasp trains its ACT head on cached F_t only; the image
+baselines (`act`, `act-cvae`, `act-cvae-condition`) train a CNN + the same ACT transformer from the dataset's frames
+(downscaled to `image_size`; see `policy.train_image`), with the same schedule, validation, curve and resume.
 
 Steps: find the dataset's feature cache (`--cache DIR`, else the one complete cache under DATA/cache of the asked
 feature spec), build one `EpisodeArrays` per episode (cached tokens and extras, the dataset's proprioception and
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +33,9 @@ import numpy.typing as npt
 from policy.cache_store import MANIFEST, CacheError, FeatureCache
 from policy.chunks import EpisodeArrays
 
-#: Policies `sam2grasp train --policy` knows; only the first is built so far.
+#: Policies `sam2grasp train --policy` knows: SAM2Grasp and the paper's image baselines.
 POLICIES: tuple[str, ...] = ("sam2grasp", "act", "act-cvae", "act-cvae-condition")
-BUILT_POLICIES: tuple[str, ...] = ("sam2grasp",)
+BUILT_POLICIES: tuple[str, ...] = POLICIES
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class PolicyTrainConfig:
     features: feature spec name the cache must hold (None: whichever single complete cache there is);
     cache: an explicit cache directory; val_fraction: share of episodes held out (whole episodes); action_mode:
     "joint" or "ee"; head: ACTConfig fields other than those taken from the cache (feature_spec, token_dim,
-    n_tokens, action_mode).
+    n_tokens, action_mode). image_size: (width, height) pixels the image baselines downscale frames to (None:
+    128x96); features, cache: SAM2Grasp only; image_size: baselines only.
     """
 
     policy: str = "sam2grasp"
@@ -51,21 +55,23 @@ class PolicyTrainConfig:
     val_fraction: float = 0.1
     action_mode: str = "joint"
     head: dict[str, Any] | None = None
+    image_size: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         check_policy_name(self.policy)
         if self.action_mode not in ("joint", "ee"):
             raise ValueError(f"unknown action mode {self.action_mode!r}; valid: joint, ee")
+        if self.policy == "sam2grasp" and self.image_size is not None:
+            raise ValueError("--image-size sets the image baselines' input; sam2grasp reads cached features")
+        if self.policy != "sam2grasp" and (self.features is not None or self.cache is not None):
+            raise ValueError(f"--features and --cache select SAM2 feature caches; {self.policy!r} trains on frames")
 
 
 def check_policy_name(name: str) -> None:
     """ValueError unless `name` is a policy this build can train."""
     if name in BUILT_POLICIES:
         return
-    valid = ", ".join(BUILT_POLICIES)
-    if name in POLICIES:
-        raise ValueError(f"policy {name!r} is not built yet (a baseline still to come); valid: {valid}")
-    raise ValueError(f"unknown policy {name!r}; valid: {valid} (planned: {', '.join(POLICIES[1:])})")
+    raise ValueError(f"unknown policy {name!r}; valid: {', '.join(BUILT_POLICIES)}")
 
 
 # ---------------------------------------------------------------- finding the cache
@@ -210,6 +216,38 @@ class PolicyTrainReport:
     seconds: float
 
 
+def _train_baseline(data: Path, out: Path, config: PolicyTrainConfig, train_cfg: Any, log: Any) -> PolicyTrainReport:
+    """Train image baseline `config.policy` from the dataset's frames (see `policy.train_image`)."""
+    from policy.baseline_data import load_image_episodes
+    from policy.chunks import split_by_episode
+    from policy.image_act import ImageACTPolicy
+    from policy.image_act_config import DEFAULT_IMAGE_SIZE, ImageACTConfig
+    from policy.train_image import train_image_policy
+
+    start = time.perf_counter()
+    image_cfg = ImageACTConfig.create(
+        config.policy, config.image_size or DEFAULT_IMAGE_SIZE, action_mode=config.action_mode, **(config.head or {})
+    )
+    episodes = load_image_episodes(data, image_cfg, config.action_mode)
+    # the same whole-episode split as SAM2Grasp's (same function, seed and episode order): the same held-out episodes
+    arrays = [e.arrays() for e in episodes]
+    position = {id(a): i for i, a in enumerate(arrays)}
+    train_arrays, val_arrays = split_by_episode(arrays, config.val_fraction, train_cfg.seed)
+    train = [episodes[position[id(a)]] for a in train_arrays]
+    val = [episodes[position[id(a)]] for a in val_arrays]
+    result = train_image_policy(train, val, image_cfg, train_cfg, out, log=log)
+    return _report(
+        config,
+        result,
+        out,
+        ("", image_cfg.input_name),
+        (len(train), len(val)),
+        train,
+        start,
+        ImageACTPolicy(image_cfg).num_parameters(),
+    )
+
+
 def train_policy(
     data: Path,
     out: Path,
@@ -233,6 +271,8 @@ def train_policy(
     if not data.is_dir():
         raise FileNotFoundError(f"dataset {data} does not exist")
     train_cfg = train_cfg or HeadTrainConfig()
+    if config.policy != "sam2grasp":
+        return _train_baseline(data, out, config, train_cfg, log)
     if config.features is not None:
         from policy.features import parse_feature_spec
 
@@ -257,19 +297,43 @@ def train_policy(
     for d in (result.policy_dir, result.best_dir):
         if d is not None and d.is_dir():
             (d / TRACKER_INFO_FILE).write_text(json.dumps(tracker_record, indent=2) + "\n")
+    return _report(
+        config,
+        result,
+        out,
+        (str(cache.path), cache.spec.name),
+        (len(train), len(val)),
+        train,
+        start,
+        ACTPolicy(act_config).num_parameters(),
+    )
+
+
+def _report(
+    config: PolicyTrainConfig,
+    result: Any,
+    out: Path,
+    source: tuple[str, str],
+    split: tuple[int, int],
+    train: Sequence[Sized],
+    start: float,
+    parameters: int,
+) -> PolicyTrainReport:
+    """The report of a finished run: source (cache path or "", input name), split (train, held-out episodes),
+    `start` the run's time.perf_counter() at its beginning."""
     return PolicyTrainReport(
         policy=config.policy,
         policy_dir=str(result.policy_dir),
         best_dir=None if result.best_dir is None else str(result.best_dir),
         loss_curve=str(result.loss_curve),
         report=str(out / "report.json"),
-        cache=str(cache.path),
-        features=cache.spec.name,
+        cache=source[0],
+        features=source[1],
         action_mode=config.action_mode,
-        train_episodes=len(train),
-        val_episodes=len(val),
+        train_episodes=split[0],
+        val_episodes=split[1],
         train_frames=sum(len(e) for e in train),
-        parameters=ACTPolicy(act_config).num_parameters(),
+        parameters=parameters,
         epochs_done=result.epochs_done,
         steps=result.steps,
         final_train_l1=result.final_train_l1,

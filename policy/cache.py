@@ -84,8 +84,11 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def cache_key(tracker_name: str, tracker: SAM2Tracker, features: FeatureSpec) -> CacheKey:
-    """The key of caching `features` with `tracker` (built as `tracker_name`)."""
+def cache_key(tracker_name: str, tracker: SAM2Tracker, features: FeatureSpec, occlusion: float = 0.0) -> CacheKey:
+    """The key of caching `features` with `tracker` (built as `tracker_name`); occlusion: share of frames after the
+    first that are blacked out before tracking (see `track_episode`), within [0, 1)."""
+    if not 0.0 <= occlusion < 1.0:
+        raise ValueError(f"occlusion must be a share of frames within [0, 1), got {occlusion}")
     cfg = tracker.config
     return CacheKey(
         tracker=tracker_name,
@@ -96,6 +99,7 @@ def cache_key(tracker_name: str, tracker: SAM2Tracker, features: FeatureSpec) ->
         weights_sha256=weights_sha256(tracker.model),
         features=features.name,
         mask_source=cfg.mask_source,
+        occlusion=float(occlusion),
     )
 
 
@@ -206,21 +210,40 @@ def _prefetch(items: Iterator[_X], depth: int = 16) -> Generator[_X, None, None]
         thread.join()
 
 
+def blacked_out(episode: int, length: int, occlusion: float) -> npt.NDArray[np.bool_]:
+    """Which frames of an episode an occlusion-augmented cache blacks out: each frame after the first with
+    probability `occlusion`, drawn from a generator seeded by the episode index (the same on every rerun)."""
+    hidden = np.random.default_rng(episode).random(length) < occlusion
+    hidden[0] = False
+    return hidden
+
+
 def track_episode(
-    dataset: Dataset, episode: int, tracker: SAM2Tracker, spec: FeatureSpec
+    dataset: Dataset, episode: int, tracker: SAM2Tracker, spec: FeatureSpec, occlusion: float = 0.0
 ) -> dict[str, npt.NDArray[Any]]:
-    """Track one episode from its first-frame target box; the arrays stored per episode (see the module doc)."""
+    """Track one episode from its first-frame target box; the arrays stored per episode (see the module doc).
+
+    occlusion: share of frames blacked out (`blacked_out`) before the tracker sees them, as the evaluation's
+    occlusion does, so that a head learns from what the tracker gives while the camera sees nothing; an oracle's
+    true mask of such a frame is empty."""
     length = dataset.episode_meta(episode).length
     labels = dataset.load_episode(episode, images=False)
     box = labels.target_box[0]
-    masks = (labels.target_mask(t) for t in range(length)) if tracker.config.oracle else None
+    hidden = blacked_out(episode, length, occlusion)
+
+    def true_mask(t: int) -> npt.NDArray[np.bool_]:
+        mask = labels.target_mask(t)
+        return np.zeros_like(mask) if hidden[t] else mask
+
+    masks = (true_mask(t) for t in range(length)) if tracker.config.oracle else None
     out: dict[str, npt.NDArray[Any]] = {
         "extras": np.zeros((length, EXTRAS_DIM), np.float32),
         "boxes": np.zeros((length, 4), np.float32),
         "scores": np.zeros(length, np.float32),
     }
     t = -1
-    frames = _prefetch(dataset.iter_frames(episode))
+    seen = (np.zeros_like(f) if hidden[t] else f for t, f in enumerate(dataset.iter_frames(episode)))
+    frames = _prefetch(seen)
     try:
         for t, step in enumerate(tracker.track(frames, box, masks)):
             if t >= length:
@@ -303,7 +326,7 @@ def build_cache(
             episode_hash = hashes[e] = episode_sha256(dataset, e)
             path = episode_file(directory, e)
             if _stale_reason(path, key.digest, episode_hash, lengths[e]) is not None:
-                arrays = track_episode(dataset, e, tracker, spec)
+                arrays = track_episode(dataset, e, tracker, spec, key.occlusion)
                 meta = {"format": str(CACHE_FORMAT), "key": key.digest, "episode": str(e)}
                 meta |= {"episode_hash": episode_hash, "frames": str(lengths[e]), "features": key.features}
                 if pending is not None:

@@ -19,7 +19,6 @@ recomputed. Files are written under a unique temporary name, fsynced and `os.rep
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -38,6 +37,11 @@ from policy.features import EXTRAS_DIM, FeatureSpec, parse_feature_spec
 CACHE_FORMAT = 1
 MANIFEST = "manifest.json"
 _TENSORS = ("tokens", "extras", "boxes", "scores")
+
+
+#: Key fields added after the first caches were built, with the defaults those caches were built under.
+_LATER_FIELDS: dict[str, object] = {"mask_source": "tracker", "occlusion": 0.0}
+_UNSET = object()
 
 
 class CacheError(ValueError):
@@ -60,14 +64,13 @@ class CacheKey:
     weights_sha256: str
     features: str
     mask_source: str = "tracker"
+    occlusion: float = 0.0
 
     @property
     def digest(self) -> str:
-        """16 hex digits naming the cache directory (mask_source enters only when it is not the tracker's own, so
-        caches built before the field existed keep their names)."""
-        fields = asdict(self)
-        if self.mask_source == "tracker":
-            del fields["mask_source"]
+        """16 hex digits naming the cache directory (the fields added later — mask_source, occlusion — enter only
+        when they differ from their defaults, so caches built before they existed keep their names)."""
+        fields = {k: v for k, v in asdict(self).items() if _LATER_FIELDS.get(k, _UNSET) != v}
         text = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -79,8 +82,7 @@ class CacheKey:
             raise CacheError(f"{where}: not a feature-cache manifest of format {CACHE_FORMAT} (format: {found})")
         try:
             fields = doc["key_fields"]
-            key = cls(**{name: fields[name] for name in cls.__dataclass_fields__ if name != "mask_source"})
-            key = dataclasses.replace(key, mask_source=fields.get("mask_source", "tracker"))
+            key = cls(**{name: fields.get(name, _LATER_FIELDS.get(name)) for name in cls.__dataclass_fields__})
         except (KeyError, TypeError) as exc:
             raise CacheError(f"{where}: key_fields incomplete ({exc}); rerun `sam2grasp cache`") from exc
         if key.digest != doc.get("key"):

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from pipeline.resume_dir import find_resume, load_optimizer_state, save_resume
+from pipeline.resume_dir import restore_optimizer, resume_run, save_resume
 from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 from policy.checkpoint import load_policy, save_policy
@@ -209,26 +209,14 @@ def train_head(
         "best_val_l1": None,
         "epoch_sums": [0.0, 0.0],
     }
-    resume = find_resume(out)
+    resumed = resume_run(out, fingerprint, say)
     optim_state: dict[str, Any] | None = None
-    if resume is not None:
-        saved = json.loads((resume / "progress.json").read_text())
-        if saved.get("fingerprint") != fingerprint:
-            raise ValueError(
-                f"{resume} was written by a run with another configuration or data; found "
-                f"{saved.get('fingerprint')}, this run has {fingerprint}; use a new out_dir or delete {resume}"
-            )
-        progress = saved
+    if resumed is not None:
+        resume, progress, optim_state = resumed
         policy = load_policy(resume)
-        optim_state = load_optimizer_state(resume)
-        say(json.dumps({"resumed": str(resume), "step": progress["step"]}))
     policy.to(device).train()
     optim = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    if optim_state is not None:
-        optim.load_state_dict(optim_state["optimizer"])
-        torch.set_rng_state(optim_state["torch_rng"])
-        if device.type == "cuda" and "cuda_rng" in optim_state:
-            torch.cuda.set_rng_state(optim_state["cuda_rng"], device)
+    restore_optimizer(optim, optim_state, device)
     net: torch.nn.Module = policy
     if distributed:
         ids = (

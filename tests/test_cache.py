@@ -191,7 +191,7 @@ def test_oracle_masks_are_another_key_and_store_the_true_boxes(data: Path) -> No
     oracle_key = cache_key("compact", oracle, POOLED4)
     assert oracle_key.mask_source == "oracle"
     assert oracle_key.digest != tracked_key.digest
-    legacy = {k: v for k, v in asdict(tracked_key).items() if k != "mask_source"}
+    legacy = {k: v for k, v in asdict(tracked_key).items() if k not in ("mask_source", "occlusion")}
     import hashlib
 
     text = json.dumps({"format": CACHE_FORMAT, **legacy}, sort_keys=True)
@@ -203,6 +203,30 @@ def test_oracle_masks_are_another_key_and_store_the_true_boxes(data: Path) -> No
     np.testing.assert_array_equal(cache.load(1).boxes, labels.target_box)
     manifest = json.loads((Path(report.path) / "manifest.json").read_text())
     assert CacheKey.from_manifest(manifest, Path("manifest.json")) == oracle_key
+
+
+def test_occlusion_augmented_cache_blacks_out_its_own_frames(data: Path, tracker: SAM2Tracker) -> None:
+    """`--occlusion p`: the frames `blacked_out` names reach the tracker black (features equal those of a stream
+    fed the same black frames), it is another key, and p outside [0, 1) is refused."""
+    from policy.cache import blacked_out
+
+    key = cache_key("compact", tracker, POOLED4, occlusion=0.5)
+    assert key.digest != cache_key("compact", tracker, POOLED4).digest
+    report = build_cache(data, tracker, key, progress=False)
+    hidden = blacked_out(0, 6, 0.5)
+    assert not hidden[0]
+    assert 0 < hidden.sum() < 6
+    rgb = Dataset(data).load_episode(0).rgb
+    assert rgb is not None
+    seen = [np.zeros_like(f) if h else f for f, h in zip(rgb, hidden, strict=True)]
+    steps = [tracker.start(seen[0], Dataset(data).load_episode(0, images=False).target_box[0])]
+    steps += [tracker.step(f) for f in seen[1:]]
+    got = FeatureCache(Path(report.path)).load(0)
+    want = np.stack([extract(s, POOLED4).tokens for s in steps]).astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(got.tokens, want, atol=1e-3, rtol=1e-3)
+    np.testing.assert_array_equal(got.boxes, np.stack([s.box for s in steps]))
+    with pytest.raises(ValueError, match=r"within \[0, 1\)"):
+        cache_key("compact", tracker, POOLED4, occlusion=1.0)
 
 
 def test_modified_episode_is_recomputed(data: Path, tracker: SAM2Tracker) -> None:

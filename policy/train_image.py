@@ -1,0 +1,230 @@
+"""Train an image baseline (ACT from frames): the settings and behaviour of `policy.train_head` where they apply.
+
+AdamW, linear warm-up + cosine learning rate (`policy.train_head.lr_at`), gradient clipping, the held-out L1 per
+epoch (normalised action units, zero latent) against predicting the training-mean action, a loss-curve PNG and
+resumable checkpoints. Output directory, as for the SAM2Grasp head:
+- `policy/`: the final policy (policy/image_checkpoint.py format); `best/`: the lowest validation L1 so far;
+- `resume/`: weights + normaliser, `optimizer.pt` (optimiser and RNG state) and `progress.json`, written every
+  `checkpoint_every_s` seconds / `checkpoint_every_epochs` epochs; a rerun with the same configuration and data
+  continues from it and ends where an uninterrupted run would (the batch order of an epoch is a function of the
+  seed and the epoch);
+- `loss_curve.png`, `report.json`.
+Single process (no DDP): the baselines are reference points, trained once per dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from pipeline.resume_dir import restore_optimizer, resume_run, save_resume
+from policy.baseline_data import ImageChunkDataset, ImageEpisode
+from policy.image_act import ImageACTPolicy
+from policy.image_act_config import ImageACTConfig
+from policy.image_checkpoint import load_image_policy, save_image_policy
+from policy.loss_curve import draw_loss_curve
+from policy.normalize import compute_stats
+from policy.train_head import HeadTrainConfig, TrainReport, lr_at
+
+# fields whose change makes a resume checkpoint unusable
+_RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> npt.NDArray[np.int64]:
+    """The sample order of `epoch`: a permutation of 0..n-1 fixed by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+
+def validation_l1(policy: ImageACTPolicy, data: ImageChunkDataset, batch: int) -> tuple[float, float]:
+    """Masked-mean L1 (normalised units, zero latent) of the policy over `data`, and of predicting the
+    training-mean action (zero in normalised units)."""
+    was_training = policy.training
+    policy.eval()
+    sums = [0.0, 0.0, 0.0]  # policy L1 sum, mean-baseline L1 sum, element count
+    norm = policy.normalizer
+    for i in range(0, len(data), batch):
+        idx = np.arange(i, min(i + batch, len(data)))
+        frames, state, tgt = data.batch(idx)
+        pred = policy.normalized_chunk(frames, state)
+        target = norm.action(tgt.actions.to(pred.device))
+        valid = (~tgt.is_pad.to(pred.device)).unsqueeze(-1).to(pred.dtype)
+        sums[0] += float(((pred - target).abs() * valid).sum())
+        sums[1] += float((target.abs() * valid).sum())
+        sums[2] += float(valid.sum()) * policy.config.head.action_dim
+    policy.train(was_training)
+    return sums[0] / max(sums[2], 1.0), sums[1] / max(sums[2], 1.0)
+
+
+def _draw(history: list[dict[str, Any]], path: Path, policy: str) -> None:
+    draw_loss_curve(
+        [h["epoch"] for h in history],
+        [h["train_l1"] for h in history],
+        [h["val_l1"] for h in history],
+        path,
+        title=f"{policy} baseline training",
+    )
+
+
+def _save_resume(out: Path, policy: ImageACTPolicy, optim: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
+    def write(directory: Path) -> None:
+        save_image_policy(directory, policy, training={"resume": True, "step": progress["step"]})
+
+    save_resume(out, write, optim, progress, next(policy.parameters()).device)
+
+
+def train_image_policy(
+    episodes_train: Sequence[ImageEpisode],
+    episodes_val: Sequence[ImageEpisode],
+    config: ImageACTConfig,
+    train_cfg: HeadTrainConfig,
+    out_dir: Path | str,
+    *,
+    stop_after_steps: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> TrainReport:
+    """Train (or resume training of) an image baseline; see the module docstring for the files written.
+
+    stop_after_steps: stop once the step count reaches this (a resume checkpoint is written); a later call
+    continues from there.
+    """
+    out = Path(out_dir)
+    say: Callable[[str], None] = log if log is not None else (lambda _s: None)
+    device = torch.device(train_cfg.device)
+    w, h = config.image_size
+    for i, e in enumerate([*episodes_train, *episodes_val]):
+        if e.frames.shape[1:3] != (h, w):
+            raise ValueError(
+                f"episode {i} holds {e.frames.shape[2]}x{e.frames.shape[1]} frames; the policy reads {w}x{h}"
+            )
+    k = config.head.chunk_size
+    train_data = ImageChunkDataset(episodes_train, k)
+    val_data = ImageChunkDataset(episodes_val, k) if episodes_val else None
+    bsz = train_cfg.batch_size
+    batches_per_epoch = len(train_data) // bsz
+    if batches_per_epoch < 1:
+        raise ValueError(f"{len(train_data)} training samples make no full batch of {bsz}; lower --batch-size")
+    total_steps = train_cfg.epochs * batches_per_epoch
+    fingerprint = {
+        "image_act_config": config.to_dict(),
+        "train": {key: getattr(train_cfg, key) for key in _RESUME_KEYS},
+        "train_samples": len(train_data),
+    }
+
+    torch.manual_seed(train_cfg.seed)
+    policy = ImageACTPolicy(config)
+    policy.normalizer.set_stats(compute_stats([e.arrays() for e in episodes_train]))
+    progress: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "step": 0,
+        "history": [],
+        "seconds": 0.0,
+        "best_val_l1": None,
+        "epoch_sums": [0.0, 0.0, 0.0],  # L1 sum, KL sum, batches
+    }
+    resumed = resume_run(out, fingerprint, say)
+    optim_state: dict[str, Any] | None = None
+    if resumed is not None:
+        resume, progress, optim_state = resumed
+        policy = load_image_policy(resume)
+    policy.to(device).train()
+    optim = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    restore_optimizer(optim, optim_state, device)
+
+    base_val = None if val_data is None else validation_l1(policy, val_data, train_cfg.val_batch_size)[1]
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=progress["step"], disable=not sys.stderr.isatty())
+    t0 = time.monotonic() - float(progress["seconds"])
+    last_ckpt = time.monotonic()
+    lr = lr_at(progress["step"], total_steps, train_cfg)
+    stopped = stop_after_steps is not None and progress["step"] >= stop_after_steps
+    while progress["step"] < total_steps and not stopped:
+        epoch, first = divmod(progress["step"], batches_per_epoch)
+        order = epoch_order(len(train_data), train_cfg.seed, epoch)
+        for b in range(first, batches_per_epoch):
+            step = progress["step"]
+            frames, state, tgt = train_data.batch(order[b * bsz : (b + 1) * bsz])
+            lr = lr_at(step, total_steps, train_cfg)
+            for g in optim.param_groups:
+                g["lr"] = lr
+            loss, info = policy(frames.to(device), state.to(device), tgt.to(device))
+            if not math.isfinite(info.loss):
+                raise FloatingPointError(f"non-finite loss {info} at step {step}; lower lr or check the data")
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.grad_clip)
+            optim.step()
+            sums = progress["epoch_sums"]
+            progress["epoch_sums"] = [sums[0] + info.l1, sums[1] + (info.kl or 0.0), sums[2] + 1]
+            progress["step"] = step + 1
+            progress["seconds"] = time.monotonic() - t0
+            bar.update(1)
+            bar.set_postfix(l1=f"{info.l1:.4f}", lr=f"{lr:.2e}")
+            if stop_after_steps is not None and progress["step"] >= stop_after_steps:
+                stopped = True
+                break
+            if time.monotonic() - last_ckpt > train_cfg.checkpoint_every_s:
+                _save_resume(out, policy, optim, progress)
+                last_ckpt = time.monotonic()
+        if stopped and progress["step"] % batches_per_epoch:
+            break
+        # end of an epoch
+        l1_sum, kl_sum, n = progress["epoch_sums"]
+        val_l1 = None if val_data is None else validation_l1(policy, val_data, train_cfg.val_batch_size)[0]
+        rec: dict[str, Any] = {
+            "epoch": progress["step"] // batches_per_epoch,
+            "step": progress["step"],
+            "train_l1": l1_sum / max(n, 1.0),
+            "train_kl": kl_sum / max(n, 1.0) if config.head.use_vae else None,
+            "val_l1": val_l1,
+            "lr": lr,
+            "elapsed_s": round(time.monotonic() - t0, 2),
+        }
+        progress["history"].append(rec)
+        progress["epoch_sums"] = [0.0, 0.0, 0.0]
+        say(json.dumps(rec))
+        _draw(progress["history"], out / "loss_curve.png", config.policy)
+        if val_l1 is not None and (progress["best_val_l1"] is None or val_l1 < progress["best_val_l1"]):
+            progress["best_val_l1"] = val_l1
+            save_image_policy(
+                out / "best", policy, training={"epoch": rec["epoch"], "step": rec["step"], "val_l1": val_l1}
+            )
+        if rec["epoch"] % train_cfg.checkpoint_every_epochs == 0 or progress["step"] == total_steps:
+            _save_resume(out, policy, optim, progress)
+            last_ckpt = time.monotonic()
+    bar.close()
+    progress["seconds"] = time.monotonic() - t0
+    history = progress["history"]
+    report = TrainReport(
+        policy_dir=out / "policy",
+        best_dir=out / "best" if progress["best_val_l1"] is not None else None,
+        loss_curve=out / "loss_curve.png",
+        steps=progress["step"],
+        total_steps=total_steps,
+        epochs_done=progress["step"] // batches_per_epoch,
+        stopped_early=progress["step"] < total_steps,
+        final_train_l1=history[-1]["train_l1"] if history else math.nan,
+        final_val_l1=history[-1]["val_l1"] if history else None,
+        best_val_l1=progress["best_val_l1"],
+        val_l1_mean_baseline=base_val,
+        seconds=progress["seconds"],
+        history=history,
+    )
+    _save_resume(out, policy, optim, progress)
+    summary = {key: str(v) if isinstance(v, Path) else v for key, v in asdict(report).items() if key != "history"}
+    summary["train_config"] = asdict(train_cfg)
+    summary["policy"] = config.policy
+    save_image_policy(out / "policy", policy, training=summary)
+    _draw(history, report.loss_curve, config.policy)
+    (out / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+    return report
