@@ -13,6 +13,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -41,10 +42,12 @@ from api.schemas import (
     SequenceRequest,
     StopResponse,
     error_responses,
+    stream_responses,
 )
-from api.stream import BOUNDARY, mjpeg_frames
+from api.stream import BOUNDARY, ViewerGate, max_viewers_from_env, mjpeg_frames
 from pipeline.jobs.cell import Cell, CellUnavailable
 from pipeline.jobs.grounding_port import Grounding, load_grounding
+from pipeline.jobs.journal import JobJournal
 from pipeline.jobs.runner import JobRunner
 from pipeline.jobs.state import Controller, JobNotWaiting
 from pipeline.sequence import from_commands, parse_sequence_text, validate_sequence
@@ -65,12 +68,15 @@ def build_cell(config: ApiConfig) -> Cell:
 
 
 def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Grounding | None = None) -> FastAPI:
-    """The API over `cell` (default: built from `config`) with `grounding` (default: the project's service)."""
+    """The API over `cell` (default: built from `config`) with `grounding` (default: the project's service).
+    With `config.state_dir`, the job journal there is replayed first (JournalError when it cannot be used)."""
     owns_cell = cell is None
     the_cell = cell if cell is not None else build_cell(config)
+    journal = None if config.state_dir is None else JobJournal(config.state_dir, config.job_history)
     try:
         the_grounding = grounding if grounding is not None else load_grounding(config.grounding_backend)
         token, generated = resolve_token(config.token, config.token_file)
+        replay = None if journal is None else journal.open()
     except BaseException:
         if owns_cell:
             the_cell.close()
@@ -84,10 +90,16 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         the_grounding,
         controller=config.controller,
         capacity=config.queue_capacity,
+        history=config.job_history,
         choice_timeout_s=config.choice_timeout_s,
         on_event=bus.publish,
+        journal=journal,
     )
+    if replay is not None:
+        runner.restore(replay.jobs)
     closing = threading.Event()
+    stop_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stop")
+    viewers = ViewerGate(config.stream_max_viewers or max_viewers_from_env())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -102,9 +114,12 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             yield
         finally:
             closing.set()
+            stop_lane.shutdown(wait=False)
             await asyncio.to_thread(runner.close)
             if owns_cell:
                 await asyncio.to_thread(the_cell.close)
+            if journal is not None:
+                journal.close()
 
     app = FastAPI(
         title="sam2grasp",
@@ -113,6 +128,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         lifespan=lifespan,
     )
     app.state.runner, app.state.cell, app.state.bus, app.state.config = runner, the_cell, bus, config
+    app.state.journal_replay = replay  # what the journal held at start (None without a state directory)
     install_error_handlers(app)
     if config.allowed_origins:
         app.add_middleware(
@@ -184,9 +200,11 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         return job.to_json()
 
     @app.post("/stop", response_model=StopResponse, responses=error_responses(413))
-    def stop() -> dict[str, Any]:
+    async def stop() -> dict[str, Any]:
         """Halt all motion now and cancel every waiting job. Always accepted, no token needed."""
-        report = runner.stop()
+        # a lane of its own: behind the thread pool that serves every other endpoint, a stop would wait for the
+        # reads queued ahead of it when many clients poll
+        report = await asyncio.get_running_loop().run_in_executor(stop_lane, runner.stop)
         return {"halted": True, "halt_s": round(report.halt_s, 6), "job": report.job, "cancelled": report.cancelled}
 
     @app.post(
@@ -237,13 +255,14 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
     @app.get(
         "/stream",
         response_class=StreamingResponse,
-        responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}}, **error_responses(422)},
+        responses=stream_responses(BOUNDARY),
     )
     def stream(
         frames: int | None = Query(None, ge=1, le=100_000, description="end after this many frames"),
     ) -> StreamingResponse:
-        """The camera as MJPEG with the target box, mask, planned chunk and candidates drawn."""
-        parts = mjpeg_frames(the_cell.overlay_frame, config.stream_fps, frames, closing)
+        """The camera as MJPEG with the target box, mask, planned chunk and candidates drawn; 503 with Retry-After
+        when the most viewers the server streams to at once are already watching."""
+        parts = mjpeg_frames(the_cell.overlay_frame, config.stream_fps, frames, closing, gate=viewers)
         return StreamingResponse(parts, media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
     @app.websocket("/events")

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api.stream import validate_max_viewers
 from pipeline.jobs.sim_config import SimCellConfig
 from pipeline.jobs.state import Controller
 
 #: Where a generated token is kept between starts (readable by its owner only).
 DEFAULT_TOKEN_FILE = Path.home() / ".config" / "sam2grasp" / "api_token"
+
+
+def default_state_dir() -> Path:
+    """Where `sam2grasp serve` keeps its job journal unless told otherwise: `$XDG_STATE_HOME/sam2grasp`, else
+    `~/.local/state/sam2grasp` (the XDG base-directory convention for state that outlives a restart)."""
+    xdg = os.environ.get("XDG_STATE_HOME", "").strip()
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".local" / "state"
+    return base / "sam2grasp"
 
 
 @dataclass(frozen=True)
@@ -23,7 +33,11 @@ class ApiConfig:
     choice_timeout_s: seconds an ambiguous job waits for a person; stream_fps: frames per second of GET /stream
     (at most); allowed_origins: origins allowed cross-origin requests (exact origins; a wildcard is refused);
     grounding_backend: backend name passed to the grounding service; sim: the simulated cell's settings;
-    robot_ip: the UR5e controller's address (ur5e backend); camera: camera kind (ur5e backend).
+    robot_ip: the UR5e controller's address (ur5e backend); camera: camera kind (ur5e backend);
+    state_dir: directory of the durable job journal (None: jobs live in memory only and a restart forgets them;
+    `sam2grasp serve` passes `default_state_dir()`); job_history: finished jobs kept for GET /jobs and in the
+    journal (1..100000); stream_max_viewers: most concurrent GET /stream viewers (1..64; None: the
+    SAM2GRASP_STREAM_MAX_VIEWERS environment variable, else 4).
     """
 
     backend: str = "sim"
@@ -39,6 +53,9 @@ class ApiConfig:
     sim: SimCellConfig = field(default_factory=SimCellConfig)
     robot_ip: str | None = None
     camera: str = "realsense"
+    state_dir: Path | None = None
+    job_history: int = 1000
+    stream_max_viewers: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ("sim", "ur5e"):
@@ -55,6 +72,10 @@ class ApiConfig:
             raise ValueError(f"max_body_bytes must be within 1 KiB..16 MiB, got {self.max_body_bytes}")
         if not 0 < self.stream_fps <= 30:
             raise ValueError(f"stream_fps must be within (0, 30], got {self.stream_fps}")
+        if self.stream_max_viewers is not None:
+            validate_max_viewers(self.stream_max_viewers)
+        if not 1 <= self.job_history <= 100_000:
+            raise ValueError(f"job_history must be within 1..100000 jobs, got {self.job_history}")
         for origin in self.allowed_origins:
             if "*" in origin or not origin.startswith(("http://", "https://")):
                 raise ValueError(f"allowed origins must be exact http(s) origins without wildcards, got {origin!r}")

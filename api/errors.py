@@ -26,6 +26,7 @@ _HTTP_TYPES = {
     413: "too_large",
     422: "invalid",
     429: "queue_full",
+    503: "stream_full",
 }
 
 

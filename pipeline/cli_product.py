@@ -11,20 +11,29 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.cli_common import print_json
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from pipeline.jobs.runner import JobRunner
 
 EXIT_OK, EXIT_FAILED, EXIT_UNAVAILABLE = 0, 1, 3
 
 _SERVE_EXAMPLES = """examples:
   sam2grasp serve                                  # simulated cell on http://127.0.0.1:8000, SAM2Grasp controller
   sam2grasp serve --controller expert --port 8080  # scripted expert (privileged simulator state)
-  sam2grasp serve --backend ur5e --robot-ip 192.168.1.10 --camera realsense
+  sam2grasp serve --backend ur5e --robot-ip 192.168.1.10 --camera realsense --calibration cell.json
   SAM2GRASP_TOKEN=... sam2grasp serve --host 0.0.0.0   # only on a trusted network
 
 The bearer token for POST requests comes from SAM2GRASP_TOKEN, else it is generated at first start, stored in
-~/.config/sam2grasp/api_token and printed once. POST /stop needs no token."""
+~/.config/sam2grasp/api_token and printed once. POST /stop needs no token.
+
+Jobs are journaled in --state-dir (default $XDG_STATE_HOME/sam2grasp, else ~/.local/state/sam2grasp): after a
+restart GET /jobs still lists them, and a job the server was running when it was stopped or killed is reported as
+failed with reason "interrupted". SIGTERM or Ctrl+C halts the arm at once, then the server shuts down."""
 
 _PICK_EXAMPLES = """examples:
   sam2grasp pick "pick the red cup"
@@ -68,9 +77,32 @@ def add_product_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--controller", choices=("method", "expert"), default="method", help="default: method")
     p.add_argument("--robot-ip", default=None, help="UR controller address (ur5e backend)")
     p.add_argument("--camera", choices=("realsense",), default="realsense", help="camera of the ur5e backend")
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="ur5e backend (required): the camera-to-base calibration file written by `sam2grasp calibrate`",
+    )
     p.add_argument("--seed", type=int, default=0, help="first scene seed of the simulated cell")
     p.add_argument("--pace", type=float, default=1.0, help="simulated seconds per wall second (default 1: real time)")
     p.add_argument("--grounding", default="compact", help="grounding backend (default compact)")
+    p.add_argument(
+        "--objects", default="", help="sim backend: exact objects of the first scene, comma-separated; default random"
+    )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="directory of the durable job journal, created if absent (default: $XDG_STATE_HOME/sam2grasp, else "
+        "~/.local/state/sam2grasp)",
+    )
+    p.add_argument(
+        "--job-history",
+        type=int,
+        default=1000,
+        help="finished jobs kept for GET /jobs and in the journal (default 1000)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("pick", help="run one command in the simulated cell", epilog=_PICK_EXAMPLES, formatter_class=fmt)
@@ -95,30 +127,92 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from api.app import create_app
-    from api.config import ApiConfig
+    from api.config import ApiConfig, default_state_dir
     from pipeline.jobs.cell import CellUnavailable
     from pipeline.jobs.grounding_port import GroundingUnavailable
     from pipeline.jobs.sim_config import SimCellConfig
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be within 1..65535, got {args.port}")
+    names = tuple(n.strip() for n in args.objects.split(",") if n.strip())
     config = ApiConfig(
         backend=args.backend,
         controller=args.controller,
         robot_ip=args.robot_ip,
         camera=args.camera,
         grounding_backend=args.grounding,
-        sim=SimCellConfig(seed=args.seed, pace=args.pace),
+        sim=SimCellConfig(seed=args.seed, pace=args.pace, names=names),
+        state_dir=args.state_dir if args.state_dir is not None else default_state_dir(),
+        job_history=args.job_history,
     )
+    cell = None
     try:
-        app = create_app(config)
-    except (CellUnavailable, GroundingUnavailable) as exc:
-        return _unavailable("serve", exc)
+        if args.backend == "ur5e":  # connected here with its calibration file, and closed when the server ends
+            from pipeline.jobs.real_cell import connect_real_cell
+
+            cell = connect_real_cell(args.robot_ip, args.camera, args.calibration, controller=args.controller)
+        app = create_app(config, cell=cell)
+    except BaseException as exc:
+        if cell is not None:
+            cell.close()
+        if isinstance(exc, CellUnavailable | GroundingUnavailable):
+            return _unavailable("serve", exc)
+        raise
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {args.host}: anyone who can reach it can watch the camera", file=sys.stderr)
+    replay = app.state.journal_replay
+    if replay is not None:
+        note = f", {len(replay.interrupted)} interrupted by the last stop" if replay.interrupted else ""
+        print(f"sam2grasp: job journal {replay.path}: {len(replay.jobs)} jobs{note}", flush=True)
     print(f"sam2grasp: serving the {args.backend} cell on http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3)
+    server_config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3)
+    try:
+        _halting_server(server_config, app.state.runner).run()
+    finally:
+        if cell is not None:
+            cell.close()  # the drivers' exit path: servoStop, stopScript, disconnect; gripper and camera closed
     return EXIT_OK
+
+
+def _halting_server(config: uvicorn.Config, runner: JobRunner) -> uvicorn.Server:
+    """A uvicorn server that, on SIGTERM or SIGINT, halts the arm and ends the running job as interrupted at once
+    (on a thread of its own, so the signal handler returns at once), before uvicorn's graceful shutdown, which
+    waits up to 3 s for open connections and then closes the app (the runner and the cell again, idempotently).
+    Unlike plain uvicorn it does not re-raise the signal after the shutdown (that would end the process before the
+    caller's `finally` blocks, such as closing a real cell's drivers): `run()` returns and serve exits with 0."""
+    import contextlib
+    import signal
+    import threading
+    from collections.abc import Iterator
+
+    import uvicorn
+
+    def halt(name: str, at: float) -> None:
+        report = runner.shutdown(name, at)
+        since = "" if report.signal_to_halt_s is None else f"{report.signal_to_halt_s * 1000:.1f} ms after the signal"
+        jobs = ", ".join(report.interrupted) or "none"
+        print(
+            f"sam2grasp: {name}: arm halted {since} (halt {report.halt_s * 1000:.1f} ms); jobs interrupted: {jobs}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    class HaltingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                name = signal.Signals(sig).name
+                threading.Thread(target=halt, args=(name, time.monotonic()), name="halt-on-signal").start()
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                captured = getattr(self, "_captured_signals", None)  # what uvicorn would re-raise on leaving
+                if isinstance(captured, list):
+                    captured.clear()
+
+    return HaltingServer(config)
 
 
 def grounding_for(cell: Any, backend: str) -> Any:

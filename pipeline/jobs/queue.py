@@ -29,19 +29,26 @@ class JobQueue:
         with self._cond:
             return len(self._jobs)
 
+    def check_room(self, count: int) -> None:
+        """QueueFull when fewer than `count` places are free now (the room only grows until the next put)."""
+        with self._cond:
+            self._check_room(count)
+
     def put_all(self, jobs: Sequence[Job]) -> None:
         """Queue `jobs` in order, all or none: QueueFull when fewer than len(jobs) places are free."""
         if not jobs:
             raise ValueError("nothing to queue: at least one job is needed")
         with self._cond:
-            free = self.capacity - len(self._jobs)
-            if len(jobs) > free:
-                raise QueueFull(
-                    f"the job queue is full ({len(self._jobs)} of {self.capacity} waiting, {len(jobs)} submitted): "
-                    "wait for jobs to finish or stop them"
-                )
+            self._check_room(len(jobs))
             self._jobs.extend(jobs)
             self._cond.notify_all()
+
+    def _check_room(self, count: int) -> None:
+        if count > self.capacity - len(self._jobs):
+            raise QueueFull(
+                f"the job queue is full ({len(self._jobs)} of {self.capacity} waiting, {count} submitted): "
+                "wait for jobs to finish or stop them"
+            )
 
     def take(self, timeout_s: float) -> Job | None:
         """The oldest waiting job, waiting up to `timeout_s` seconds for one; None when none came."""

@@ -1,11 +1,14 @@
 """The job runner: one worker thread takes jobs from the bounded queue and runs them one after the other on the
 cell (grounding, then the pick, then the place), so jobs never interleave. `stop()` halts motion at once and
-cancels every waiting job. State changes are reported to an event sink (the API's WebSocket)."""
+cancels every waiting job; `shutdown()` (the server is stopping: a signal, or the app closing) halts motion and
+ends every unfinished job as failed/interrupted. State changes are reported to an event sink (the API's WebSocket)
+and, when a journal is given, written to it before the call that made them returns."""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +18,18 @@ from grounding.detection import Detection
 from grounding.errors import AmbiguousTarget, GroundingError
 from pipeline.jobs.cell import Cell, CellUnavailable, PickOutcome, TargetError
 from pipeline.jobs.grounding_port import Grounding
+from pipeline.jobs.journal import INTERRUPTED, JobJournal
 from pipeline.jobs.queue import JobQueue
-from pipeline.jobs.state import Controller, Job, JobState, Placement, SequenceRef, new_job_id
+from pipeline.jobs.state import (
+    Controller,
+    Job,
+    JobSnapshot,
+    JobState,
+    Placement,
+    SequenceRef,
+    continue_job_ids,
+    new_job_id,
+)
 
 log = logging.getLogger(__name__)
 #: Receives ("job", job JSON) and ("robot", facts) events; called from the runner's threads.
@@ -51,11 +64,25 @@ class StopReport:
     cancelled: int
 
 
+@dataclass(frozen=True)
+class ShutdownReport:
+    """What `shutdown()` did: its cause, when the arm was halted (epoch seconds), seconds the halt took, seconds
+    from the signal's arrival to the arm halted (None without a signal), and the jobs it ended as failed/interrupted
+    (the running one first)."""
+
+    cause: str
+    halted_at: float
+    halt_s: float
+    signal_to_halt_s: float | None
+    interrupted: tuple[str, ...]
+
+
 class JobRunner:
     """Runs pick jobs on `cell`, grounding commands with `grounding`.
 
     controller: default controller of new jobs; capacity: jobs that may wait; history: finished jobs kept for
-    GET /jobs; choice_timeout_s: seconds a job waits in needs_choice before it fails."""
+    GET /jobs; choice_timeout_s: seconds a job waits in needs_choice before it fails; journal: an open job journal
+    that every creation and state change is written to (None: jobs live in memory only)."""
 
     def __init__(
         self,
@@ -67,6 +94,7 @@ class JobRunner:
         history: int = 200,
         choice_timeout_s: float = 300.0,
         on_event: EventSink | None = None,
+        journal: JobJournal | None = None,
     ) -> None:
         if controller not in cell.controllers:
             raise CellUnavailable(f"this cell offers {sorted(c.value for c in cell.controllers)}, not {controller}")
@@ -75,9 +103,13 @@ class JobRunner:
         self.cell, self.grounding, self.controller = cell, grounding, controller
         self.queue = JobQueue(capacity)
         self.history, self.choice_timeout_s = history, choice_timeout_s
-        self.on_event = on_event
+        self.on_event, self.journal = on_event, journal
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._lock = threading.Lock()
+        self._submit_lock = threading.Lock()  # one submission at a time: room check, journal, queue
+        self._shutdown_lock = threading.Lock()
+        self._shutdown: ShutdownReport | None = None
+        self._closing = ""  # the shutdown's cause once it began: no new jobs
         self._current: Job | None = None
         self._halt = threading.Event()
         self._stops = 0
@@ -91,13 +123,62 @@ class JobRunner:
             self._thread = threading.Thread(target=self._work, name="job-runner", daemon=True)
             self._thread.start()
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop motion, cancel the queue and end the worker (waits up to `timeout_s` seconds)."""
-        self.stop()
+    def close(self, timeout_s: float = 5.0, cause: str = "shutdown") -> None:
+        """Shut down (`shutdown(cause)`: motion halted, unfinished jobs failed/interrupted) and end the worker
+        (waits up to `timeout_s` seconds)."""
+        self.shutdown(cause)
         self._closed.set()
         self.queue.wake()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def restore(self, snapshots: Sequence[JobSnapshot]) -> None:
+        """Show `snapshots` (ended jobs from the journal, oldest first) in GET /jobs, before any new job; new ids
+        count on past theirs."""
+        jobs = [Job.restore(s) for s in snapshots]
+        continue_job_ids(j.id for j in jobs)
+        with self._lock:
+            for job in jobs[-(self.history + self.queue.capacity + 1) :]:
+                self._jobs[job.id] = job
+
+    def shutdown(self, cause: str, signal_at: float | None = None) -> ShutdownReport:
+        """The server is stopping (`cause`, e.g. "SIGTERM"; `signal_at`: time.monotonic() of the signal's
+        arrival): refuse new jobs, halt the arm at once, and end the running and waiting jobs as failed with
+        reason `interrupted`; write a stop event to the journal. Idempotent: later calls return the first report."""
+        with self._shutdown_lock:
+            if self._shutdown is not None:
+                return self._shutdown
+            with self._lock:
+                self._closing = cause or "shutdown"
+                self._stops += 1
+                job, halt = self._current, self._halt
+            was = None if job is None else job.state
+            # end the job in memory before the halt, so the worker cannot record the halted motion as "stopped"
+            ended = job is not None and job.enter(JobState.FAILED, INTERRUPTED)
+            waiting = self.queue.drain()  # before the halt: the worker must not take a waiting job once it ends
+            halt.set()
+            halt_s = self.cell.halt()
+            since = None if signal_at is None else time.monotonic() - signal_at
+            halted_at = time.time()
+            interrupted: list[str] = []
+            if job is not None and ended and was is not None:
+                job.detail = (
+                    f"the server stopped ({self._closing}) while this job was {was.value}; the arm was halted by "
+                    f"the server's exit path in {halt_s * 1000:.1f} ms"
+                )
+                job.wake()
+                self._emit(job)
+                interrupted.append(job.id)
+            for other in waiting:
+                self._interrupt_waiting(other)
+                interrupted.append(other.id)
+            report = ShutdownReport(self._closing, halted_at, halt_s, since, tuple(interrupted))
+            self._shutdown = report
+        if self.journal is not None:
+            self.journal.record_stop(report.cause, halted_at, halt_s, since, report.interrupted)
+        if self.on_event is not None:
+            self.on_event("robot", {"event": "shutdown", "cause": report.cause, "halt_s": round(halt_s, 4)})
+        return report
 
     # ------------------------------------------------------------------ requests
     def submit(self, command: str, *, controller: Controller | None = None) -> list[Job]:
@@ -120,6 +201,7 @@ class JobRunner:
         if not planned:
             raise ValueError("the commands name no object to pick")
         self._check_robot()  # after parsing: a malformed command is the sender's error whatever the robot does
+        self._check_open()
         seq_id = new_job_id().replace("j", "s", 1) if sequence else None
         jobs = [
             Job(
@@ -133,13 +215,23 @@ class JobRunner:
             )
             for i, (step, query) in enumerate(planned)
         ]
-        with self._lock:
-            self.queue.put_all(jobs)
+        with self._submit_lock:
+            self.queue.check_room(len(jobs))  # before the journal: a refused job must not be journaled
+            if self.journal is not None:
+                self.journal.record_new(jobs)
+            with self._lock:
+                closing = self._closing
+                if not closing:
+                    self.queue.put_all(jobs)  # cannot be full: only this lock's holder adds to the queue
+                for job in jobs:
+                    self._jobs[job.id] = job
+                self._trim()
+        if closing:  # the shutdown began while the jobs were journaled: they never start
             for job in jobs:
-                self._jobs[job.id] = job
-            self._trim()
+                self._interrupt_waiting(job)
+            self._check_open()
         for job in jobs:
-            self._emit(job)
+            self._emit(job, persist=False)
         return jobs
 
     def get(self, job_id: str) -> Job:
@@ -171,12 +263,14 @@ class JobRunner:
         with self._lock:
             self._stops += 1
             job, halt = self._current, self._halt
+            # drain with the count raised, before the halt: once the running job returns, the worker must find
+            # nothing left to take (a job it took before this point sees the changed count and is cancelled)
+            cancelled = self.queue.drain()
         halt.set()
         halt_s = self.cell.halt()
         if job is not None:
             job.wake()
             self._end(job, JobState.STOPPED, "stop_requested", "stopped by the stop button or POST /stop")
-        cancelled = self.queue.drain()
         for other in cancelled:
             self._end(other, JobState.STOPPED, "stop_requested", "cancelled before it started")
         if self.on_event is not None:
@@ -192,12 +286,16 @@ class JobRunner:
             if job is None:
                 continue
             with self._lock:
-                cancelled = self._stops != stops  # a stop came while this job was being taken: it missed the drain
+                # a stop came while this job was being taken (it missed the drain), or the server is shutting down
+                cancelled = self._stops != stops or bool(self._closing)
                 if not cancelled:
                     self._halt = halt = threading.Event()
                     self._current = job
             if cancelled or job.done:
-                self._end(job, JobState.STOPPED, "stop_requested", "cancelled before it started")
+                if self._closing:
+                    self._interrupt_waiting(job)
+                else:
+                    self._end(job, JobState.STOPPED, "stop_requested", "cancelled before it started")
                 continue
             try:
                 self._run(job, halt)
@@ -302,6 +400,18 @@ class JobRunner:
             what = "protective stop" if status.protective_stop else "emergency stop" if status.emergency_stop else ""
             raise RobotBlocked(f"the robot cannot take a pick: {what or 'not connected'}. {status.message}".strip())
 
+    def _check_open(self) -> None:
+        if self._closing:
+            raise CellUnavailable(f"the server is shutting down ({self._closing}): no new jobs are taken")
+
+    def _interrupt_waiting(self, job: Job) -> None:
+        self._end(
+            job,
+            JobState.FAILED,
+            INTERRUPTED,
+            f"the server stopped ({self._closing}) while this job was {job.state.value}; it never started",
+        )
+
     def _enter(self, job: Job, state: JobState, reason: str = "") -> bool:
         changed = job.enter(state, reason)
         if changed:
@@ -314,7 +424,9 @@ class JobRunner:
                 job.detail = detail
             self._emit(job)
 
-    def _emit(self, job: Job) -> None:
+    def _emit(self, job: Job, persist: bool = True) -> None:
+        if persist and self.journal is not None:
+            self.journal.try_record(job)
         if self.on_event is not None:
             try:
                 self.on_event("job", job.to_json())

@@ -8,9 +8,11 @@ succeeded; or it ends early as failed (with a reason), stopped (the stop button)
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -90,11 +92,70 @@ class Placement:
 
 
 _counter = itertools.count(1)
+_counter_lock = threading.Lock()
+_ID_NUMBER = re.compile(r"^[a-z](\d+)-")
 
 
 def new_job_id() -> str:
     """A short unique job id: a counter and random hex ("j7-3fa2c1")."""
-    return f"j{next(_counter)}-{uuid.uuid4().hex[:6]}"
+    with _counter_lock:
+        n = next(_counter)
+    return f"j{n}-{uuid.uuid4().hex[:6]}"
+
+
+def continue_job_ids(known: Iterable[str]) -> None:
+    """Make the next ids count on past the largest counter among `known` ids (jobs restored from a journal), so
+    that ids stay unique across server restarts."""
+    global _counter
+    numbers = [int(m.group(1)) for m in (_ID_NUMBER.match(i) for i in known) if m is not None]
+    if not numbers:
+        return
+    with _counter_lock:
+        current = next(_counter)
+        _counter = itertools.count(max(current, max(numbers) + 1))
+
+
+@dataclass(frozen=True)
+class StoredCandidate:
+    """A candidate detection as the journal keeps it: box (x0, y0, x1, y1 pixels, or None), score 0..1 (or None)
+    and the phrase."""
+
+    box: tuple[float, float, float, float] | None
+    score: float | None
+    phrase: str
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form, as the API shows candidates: box, score, phrase."""
+        return {"box": None if self.box is None else list(self.box), "score": self.score, "phrase": self.phrase}
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """Everything the API shows of a job at one moment, in plain typed values (what the job journal stores).
+
+    created_at: epoch seconds; timings: (state, seconds spent in it) pairs, the current state's time counted up to
+    the snapshot; target: what grounding found, or None; candidates: detections offered to a person."""
+
+    id: str
+    command: str
+    controller: Controller
+    state: JobState
+    reason: str
+    detail: str
+    created_at: float
+    timings: tuple[tuple[str, float], ...]
+    attempts: int
+    target: Target | None
+    candidates: tuple[StoredCandidate, ...]
+    sequence: SequenceRef | None
+    placement: Placement
+    retries: int
+    stop_on_failure: bool
+
+    @property
+    def done(self) -> bool:
+        """True when the job had ended (succeeded, failed or stopped) at the snapshot."""
+        return self.state in FINAL_STATES
 
 
 @dataclass
@@ -187,13 +248,66 @@ class Job:
         """Release a `wait_choice` in progress (used by stop)."""
         self._choice.set()
 
+    @classmethod
+    def restore(cls, snap: JobSnapshot) -> Job:
+        """A finished job rebuilt from a snapshot (a job restored from the journal; it never runs again).
+        ValueError for a snapshot of a job that had not ended."""
+        if not snap.done:
+            raise ValueError(
+                f"job {snap.id} is {snap.state.value}: only succeeded, failed or stopped jobs can be restored"
+            )
+        return cls(
+            command=snap.command,
+            query=snap.command,
+            controller=snap.controller,
+            placement=snap.placement,
+            retries=snap.retries,
+            stop_on_failure=snap.stop_on_failure,
+            sequence=snap.sequence,
+            id=snap.id,
+            state=snap.state,
+            reason=snap.reason,
+            target=snap.target,
+            candidates=snap.candidates,
+            attempts=snap.attempts,
+            detail=snap.detail,
+            created_at=snap.created_at,
+            timings=dict(snap.timings),
+        )
+
+    def snapshot(self) -> JobSnapshot:
+        """The job now, as plain typed values (taken under the job's lock: one consistent moment)."""
+        with self._lock:
+            return JobSnapshot(
+                id=self.id,
+                command=self.command,
+                controller=self.controller,
+                state=self.state,
+                reason=self.reason,
+                detail=self.detail,
+                created_at=self.created_at,
+                timings=tuple(self._timings_now().items()),
+                attempts=self.attempts,
+                target=self.target,
+                candidates=tuple(_stored_candidate(c) for c in self.candidates),
+                sequence=self.sequence,
+                placement=Placement(self.placement.zone, self.placement.position),
+                retries=self.retries,
+                stop_on_failure=self.stop_on_failure,
+            )
+
+    def _timings_now(self) -> dict[str, float]:
+        """Seconds per state, the current state's counted up to now (call with the lock held)."""
+        timings = dict(self.timings)
+        if self.state not in FINAL_STATES:
+            key = self.state.value
+            timings[key] = round(timings.get(key, 0.0) + time.monotonic() - self._entered, 4)
+        return timings
+
     def to_json(self) -> dict[str, Any]:
         """The job as the API returns it."""
         with self._lock:
-            timings = dict(self.timings)
-            if self.state not in FINAL_STATES:
-                key = self.state.value
-                timings[key] = round(timings.get(key, 0.0) + time.monotonic() - self._entered, 4)
+            timings = self._timings_now()
             seq = self.sequence
             return {
                 "id": self.id,
@@ -213,6 +327,17 @@ class Job:
 
 class JobNotWaiting(ValueError):  # noqa: N818 (the API maps it to 409)
     """A choice was sent to a job that is not waiting for one."""
+
+
+def _stored_candidate(candidate: Any) -> StoredCandidate:
+    if isinstance(candidate, StoredCandidate):
+        return candidate
+    out = _candidate_json(candidate)
+    box, score = out.get("box"), out.get("score")
+    stored_box = None
+    if isinstance(box, list | tuple) and len(box) == 4:
+        stored_box = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    return StoredCandidate(stored_box, None if score is None else float(score), str(out.get("phrase", "")))
 
 
 def _candidate_json(candidate: Any) -> dict[str, Any]:
