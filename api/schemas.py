@@ -215,5 +215,22 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         413: "request body too large",
         422: "the body does not match the schema (unknown fields, wrong types, out-of-range values)",
         429: "the job queue is full",
+        503: "the camera stream serves its most viewers already; retry after the Retry-After seconds",
     }
     return {code: {"model": ErrorBody, "description": text[code]} for code in codes}
+
+
+def stream_responses(boundary: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` of GET /stream: the MJPEG stream (200), an invalid query (422), and 503 with a
+    Retry-After header (seconds) when the stream's viewer cap is reached."""
+    out = error_responses(422, 503)
+    out[503]["headers"] = {
+        "Retry-After": {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}
+    }
+    return {
+        200: {
+            "description": "MJPEG: one JPEG per part, with the target box, mask, planned chunk and candidates drawn",
+            "content": {f"multipart/x-mixed-replace; boundary={boundary}": {}},
+        },
+        **out,
+    }

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from grounding.detection import Detection
+from pipeline.jobs.agent_slot import AgentSlot
 from pipeline.jobs.cell import OverlayFrame, PickOutcome, StateCallback, TargetError
 from pipeline.jobs.place import PlacePredictor, drop_zones, in_drop_zone
 from pipeline.jobs.sim_config import GRASP_CLOSE_SHARE, LIFTING_RISE, MIN_TARGET_IOU, MODELS, SimCellConfig
@@ -63,8 +64,9 @@ class SimCell:
         self._frame: OverlayFrame | None = None
         self._frame_seq = 0
         self._drive: SimDrive | None = None
-        self._agent: Any = None
-        self._agent_error = ""
+        self._agents = AgentSlot(
+            self.config.head, self.config.tracker, f"the method needs the shipped models in {MODELS}"
+        )
         self._protective = ""
         self._candidates: tuple[tuple[float, float, float, float], ...] = ()
         self.last_halt_s: float | None = None  # seconds the last halt took
@@ -149,7 +151,11 @@ class SimCell:
         else:
             from policy.agent import AgentChunkPredictor
 
-            predictor = AgentChunkPredictor(self.load_agent(), np.asarray(target.box))
+            try:
+                agent = self.load_agent()
+            except (OSError, ValueError) as exc:  # a model file missing or damaged: the pick fails, nothing moved
+                return PickOutcome(False, "models_unavailable", f"the method's models cannot be loaded: {exc}")
+            predictor = AgentChunkPredictor(agent, np.asarray(target.box))
 
         def on_tick(_tick: int) -> None:
             info = self.robot.last_info
@@ -257,10 +263,7 @@ class SimCell:
             target = robot.joint_target.round(4).tolist()
             width = round(robot.width(), 4)
             scene = scene_json(self.env)
-        if self._agent is not None:
-            method = "loaded"
-        else:
-            method = f"error: {self._agent_error}" if self._agent_error else "not loaded yet"
+        method = self._agents.status()
         robot_facts = {
             "moving": self.moving,
             "joints_rad": joints,
@@ -280,19 +283,7 @@ class SimCell:
     # ------------------------------------------------------------------ internals
     def load_agent(self) -> Any:
         """The shipped SAM2Grasp agent, loaded once (FileNotFoundError naming the missing checkpoint)."""
-        if self._agent is None:
-            from policy.agent import load_agent
-
-            for path in (self.config.head, self.config.tracker):
-                if not path.exists():
-                    self._agent_error = f"{path} is missing"
-                    raise FileNotFoundError(f"{path} is missing: the method needs the shipped models in {MODELS}")
-            try:
-                self._agent = load_agent(self.config.head, self.config.tracker)
-            except Exception as exc:
-                self._agent_error = f"{type(exc).__name__}: {exc}"
-                raise
-        return self._agent
+        return self._agents.get()
 
     def _run(self, drive: SimDrive, halt: threading.Event) -> DriveResult:
         self._drive = drive

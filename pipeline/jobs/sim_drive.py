@@ -2,6 +2,11 @@
 layer and control tick (`pipeline.runtime`) to the `SimRobot`, in lockstep with simulated time, optionally paced
 to wall-clock time so that the camera stream looks live.
 
+Each tick is one step of the runtime's policy loop (`PolicyLoop.step`): observe, predict, validate, queue. A
+predictor that tracks its target (the method: it exposes the tracker's `last_step`) is watched by the perception
+watch (`pipeline.runtime.perception_watch`): when the tracker loses the target the arm holds, and the motion ends
+with "tracker_lost" if it does not come back; a camera without fresh frames ends it with "camera_lost".
+
 `SimDrive.stop()` may be called from any thread: it ends the control loop (no command is sent after it returns)
 and the robot is told to hold where it is. Units: seconds, radians, metres.
 """
@@ -12,15 +17,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from pipeline.jobs.cell import PickOutcome
+from pipeline.jobs.chunk_predictors import PacedPredictor
 from pipeline.runtime.chunk_queue import ChunkQueue
 from pipeline.runtime.control_loop import ControlConfig, ControlLoop, EndReason
-from pipeline.runtime.policy_loop import ChunkError, ChunkPredictor, validate_chunk
+from pipeline.runtime.perception_watch import PerceptionWatch, WatchConfig
+from pipeline.runtime.policy_loop import ChunkPredictor, PolicyLoop
 from robot.safety import SafetyLayer
 from robot.sim.env import PickEnv
 from robot.sim.expert import ScriptedExpert
@@ -29,6 +36,11 @@ from robot.sim.outcome import Outcome
 from robot.sim.sim_robot import SimRobot
 
 F64 = npt.NDArray[np.float64]
+
+
+def tracks_target(predictor: object) -> bool:
+    """True for a predictor whose tracker the perception watch can read (it has `last_step`, as the method's has)."""
+    return hasattr(predictor, "last_step")
 
 
 @dataclass(frozen=True)
@@ -64,7 +76,9 @@ class SimDrive:
     (`done()` returns True), `max_ticks` pass, or `stop()`.
 
     sim_lock: held while the simulation steps (the cell's readers take it too); pace: simulated seconds per
-    wall-clock second (1 = real time, 0 = as fast as the machine runs); on_tick: called after every step."""
+    wall-clock second (1 = real time, 0 = as fast as the machine runs); on_tick: called after every step;
+    watch: the perception watch ("auto": a default `PerceptionWatch` for a predictor that tracks its target, none
+    for one that does not; None: none), on simulated time."""
 
     def __init__(
         self,
@@ -79,6 +93,7 @@ class SimDrive:
         on_tick: Callable[[int], None] | None = None,
         done: Callable[[], bool] | None = None,
         ensemble_m: float = 0.01,
+        watch: PerceptionWatch | Literal["auto"] | None = "auto",
     ) -> None:
         if pace < 0 or not np.isfinite(pace):
             raise ValueError(f"pace must be >= 0 (simulated seconds per wall second; 0 = unpaced), got {pace}")
@@ -97,9 +112,27 @@ class SimDrive:
             # lockstep: a prediction is made every tick, so "stalled" means the predictor itself stopped
             config=ControlConfig(period_s=period, ensemble_m=ensemble_m, hold_timeout_s=10 * period),
         )
-        self.last_chunk: F64 | None = None
+        if watch == "auto":
+            watch = PerceptionWatch(WatchConfig()) if tracks_target(predictor) else None
+        self.watch = watch
+        self._recorder = PacedPredictor(predictor, period, period)  # keeps the last chunk for the overlay
+        self.policy = PolicyLoop(
+            self._recorder, self._observe, self.queue, self.loop, watch=watch, clock=lambda: robot.time
+        )
+        self._tick = 0
         self.first_command_at: float | None = None  # wall-clock time (epoch seconds) of the first command sent
         self._stopped = threading.Event()
+
+    @property
+    def last_chunk(self) -> F64 | None:
+        """The predictor's last chunk (K, 7), or None."""
+        return self._recorder.last_chunk
+
+    def _observe(self) -> tuple[Any, npt.NDArray[Any], int]:
+        obs = self.robot.last_observation
+        if obs is None:
+            raise RuntimeError("the simulated robot has no observation yet")
+        return obs, obs.state, self._tick
 
     def stop(self) -> None:
         """End the drive now (any thread): no further command reaches the robot; the robot holds its pose."""
@@ -123,19 +156,11 @@ class SimDrive:
                 if self.done is not None and self.done():
                     loop.stop(EndReason.EPISODE_DONE, "motion complete")
                     break
-                obs = robot.last_observation
-                if obs is None:
-                    raise RuntimeError("the simulated robot has no observation yet")
-                try:
-                    chunk = validate_chunk(self.predictor.predict(obs, obs.state), self.queue.action_dim)
-                except ChunkError as exc:
-                    loop.stop(EndReason.POLICY_FAILED, f"{exc.reason.value}: {exc}")
+                self._tick = tick
+                end = self.policy.step()  # observe, (watch,) predict, validate, queue at this tick
+                if end is not None:
+                    self.policy.finish(*end)  # stops the control loop with the matching reason
                     break
-                except Exception as exc:
-                    loop.stop(EndReason.POLICY_FAILED, f"the controller raised {type(exc).__name__}: {exc}")
-                    break
-                self.last_chunk = chunk
-                self.queue.put(chunk, tick)
                 with self.sim_lock:
                     if loop.tick(tick, robot.time) is not None:
                         break
