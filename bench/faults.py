@@ -8,6 +8,8 @@ commands outside the safety limits. With --json prints one object whose `scenari
 Stand-ins: the cell scenarios use a stand-in tracker and head (pipeline.faults.sim_cell); the UR5e runs over the
 MOCK ur_rtde boundary (tests/fake_rtde.py) and the gripper against the URCap server test double
 (tests/robotiq_server.py); a full disk is a file-size limit (RLIMIT_FSIZE) on a child process.
+Bad files (pipeline.faults.bad_files): damaged policy and tracker checkpoints and calibration files, a truncated
+dataset episode, a full disk while caching; each must end in an error naming the file, nothing moved or damaged.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 import robot.sim  # noqa: F401  (selects MuJoCo's headless backend before mujoco is imported)
+from pipeline.faults.bad_files import bad_file_scenarios
 from pipeline.faults.core import ScenarioResult
 from pipeline.faults.perception import CAMERA, TRACKER
 from pipeline.faults.policy_faults import POLICY
 from pipeline.faults.process import disk_full_recording, existing_kill_test, kill_during_train
 from pipeline.faults.robot_faults import ROBOT
+from pipeline.faults.server_process import server_sigkill_mid_pick, server_sigterm_mid_pick
 
 COLUMNS = ("scenario", "expected_end_state", "end_state", "reason", "safe_stop_ms", "data_intact", "limit_violations")
 
@@ -51,8 +55,10 @@ def scenarios(tmp: Path) -> dict[str, Callable[[], ScenarioResult]]:
         ),
         "process_kill_during_train": lambda: kill_during_train(tmp / "train"),
         "process_disk_full_recording": lambda: disk_full_recording(tmp / "dataset"),
+        "server_sigterm_mid_pick": lambda: server_sigterm_mid_pick(tmp / "server_sigterm"),
+        "server_sigkill_mid_pick": lambda: server_sigkill_mid_pick(tmp / "server_sigkill"),
     }
-    return {**CAMERA, **TRACKER, **POLICY, **ROBOT, **process}
+    return {**CAMERA, **TRACKER, **POLICY, **ROBOT, **process, **bad_file_scenarios(tmp / "bad_files")}
 
 
 def main(argv: list[str] | None = None) -> int:

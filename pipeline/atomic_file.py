@@ -13,7 +13,10 @@ from pipeline.dataset.video import fsync_file
 
 
 def write_atomic(path: Path, blob: bytes, *, durable: bool = True) -> int:
-    """Write `blob` to `path` through a unique temp file and os.replace (fsynced when `durable`); return its bytes."""
+    """Write `blob` to `path` through a unique temp file and os.replace (fsynced when `durable`); return its bytes.
+
+    A failed write (a full disk: ENOSPC, a file-size limit: EFBIG) leaves `path` as it was, removes the temp file
+    and raises OSError naming `path` (the bare error of a write names no file)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -22,6 +25,10 @@ def write_atomic(path: Path, blob: bytes, *, durable: bool = True) -> int:
                 handle.flush()
                 os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        what = exc.strerror or type(exc).__name__
+        raise OSError(exc.errno, f"{what}: cannot write {len(blob)} bytes to {path} (left as it was)") from exc
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -22,8 +22,8 @@ def read_format_doc(path: Path, fmt: str, version: int, error: type[ValueError],
     if not path.is_file():
         raise error(f"{path} not found: {holds}")
     try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise error(f"{path} is not valid JSON: {e}") from None
     if not isinstance(doc, dict) or doc.get("format") != fmt:
         found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__

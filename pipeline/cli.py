@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +18,8 @@ from pipeline.cli_robot import add_robot_commands
 
 #: Errors that are the user's to fix: printed as one line, exit status 2, no traceback.
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError)
+#: errno values of a write refused for want of space (full disk, file-size limit, quota): also the user's to fix.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 
 
 def _cmd_collect(args: argparse.Namespace) -> int:
@@ -146,6 +149,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except _USER_ERRORS as exc:
         print(f"sam2grasp {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _NO_SPACE:
+            raise
+        print(
+            f"sam2grasp {args.command}: error: no space to write: {exc}. Free disk space and run it again "
+            "(files written completely before are kept)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"sam2grasp {args.command}: interrupted", file=sys.stderr)

@@ -54,6 +54,10 @@ FEATURE_KINDS: tuple[str, ...] = ("pooled", "masked", "pointer")
 
 def parse_feature_spec(text: str) -> FeatureSpec:
     """ "pooled4" / "pooled2" / "masked" / "pointer" as a spec, or an error listing the valid forms."""
+    if not isinstance(text, str):  # a spec read from a JSON file may be any JSON value
+        raise ValueError(
+            f"feature spec must be a string (pooledN, masked, pointer), got {type(text).__name__} {text!r}"
+        )
     if text.startswith("pooled"):
         digits = text[len("pooled") :] or "4"
         if digits.isascii() and digits.isdecimal():

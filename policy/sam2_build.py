@@ -148,6 +148,12 @@ def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], source:
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys: {unexpected[:5]}")
         raise CheckpointError(f"{source} does not fit the model: " + "; ".join(parts))
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise CheckpointError(
+            f"{source}: {len(broken)} weight tensors hold NaN or inf ({broken[:3]}): the file is corrupted; "
+            "restore it or train again"
+        )
     model.load_state_dict(state, strict=True)
 
 

@@ -158,21 +158,31 @@ def parse_calibration(text: str, expected_serial: str | None = None) -> CameraCa
         matrix = np.array(rows, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise CalibrationFormatError(f"T_base_camera must be 4 rows of 4 numbers: {exc}") from exc
+    views = obj.get("n_views", 0)
+    if isinstance(views, bool) or not isinstance(views, int | float) or not float(views).is_integer():
+        raise CalibrationFormatError(f"field 'n_views' must be a whole number of board views, got {views!r}")
     return CameraCalibration(
         camera_serial=serial,
         T_base_camera=matrix,
         reprojection_rms_px=float(_field(obj, "reprojection_rms_px", (int, float))),
         date=_field(obj, "date", str),
-        n_views=int(obj.get("n_views", 0)),
+        n_views=int(views),
     )
 
 
 def load_calibration(path: str | Path, expected_serial: str | None = None) -> CameraCalibration:
-    """Read and validate a calibration file (see `parse_calibration`)."""
+    """Read and validate a calibration file (see `parse_calibration`); every error names the file."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"calibration file {p} does not exist; create it with `sam2grasp calibrate`")
-    return parse_calibration(p.read_text(encoding="utf-8"), expected_serial)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CalibrationFormatError(f"{p}: not a calibration file (not UTF-8 JSON text: {exc})") from None
+    try:
+        return parse_calibration(text, expected_serial)
+    except CalibrationFileError as exc:
+        raise type(exc)(f"{p}: {exc}") from exc
 
 
 def save_calibration(path: str | Path, calibration: CameraCalibration) -> Path:
