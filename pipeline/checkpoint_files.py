@@ -64,3 +64,33 @@ def load_weights_strict(weights: Path, module: nn.Module, error: type[ValueError
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             raise error(f"{weights}: {key} holds NaN or inf")
     module.load_state_dict(state, strict=True)
+
+
+def write_checkpoint(
+    directory: Path | str,
+    module: nn.Module,
+    weights_file: str,
+    metadata: dict[str, str],
+    config_file: str,
+    doc: dict[str, Any],
+    *,
+    digest_key: str | None = None,
+) -> Path:
+    """Write `module`'s state dict to `directory/weights_file` (safetensors with `metadata`) and `doc` to
+    `directory/config_file` (JSON), each atomically; with `digest_key`, the weights' sha256 goes into `doc` under
+    that key first. The directory is created if needed and returned."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    from pipeline.atomic_file import write_atomic, write_json
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    blob = save(state, metadata=metadata)
+    if digest_key is not None:
+        doc = {**doc, digest_key: hashlib.sha256(blob).hexdigest()}
+    write_atomic(out / weights_file, blob)
+    write_json(out / config_file, doc, sort_keys=True)
+    return out

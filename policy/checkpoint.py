@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 
-from pipeline.atomic_file import write_atomic, write_json
-from pipeline.checkpoint_files import load_weights_strict, read_format_doc
+from pipeline.checkpoint_files import load_weights_strict, read_format_doc, write_checkpoint
 from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 
@@ -36,11 +35,6 @@ class PolicyCheckpointError(ValueError):
 
 def save_policy(directory: Path | str, policy: ACTPolicy, training: dict[str, Any] | None = None) -> Path:
     """Write `policy` to `directory` (created if needed); `training` is free-form JSON-able info kept alongside."""
-    from safetensors.torch import save
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     cfg = policy.config
     meta = {
         "format": FORMAT,
@@ -49,12 +43,8 @@ def save_policy(directory: Path | str, policy: ACTPolicy, training: dict[str, An
         "action_mode": cfg.action_mode,
         "config_sha256": _config_sha256(cfg.to_dict()),
     }
-    blob = save(state, metadata=meta)
     doc = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": cfg.to_dict(), "training": training or {}}
-    doc["weights_sha256"] = hashlib.sha256(blob).hexdigest()
-    write_atomic(out / WEIGHTS_FILE, blob)
-    write_json(out / CONFIG_FILE, doc, sort_keys=True)
-    return out
+    return write_checkpoint(directory, policy, WEIGHTS_FILE, meta, CONFIG_FILE, doc, digest_key="weights_sha256")
 
 
 def read_checkpoint_info(directory: Path | str) -> tuple[ACTConfig, dict[str, Any]]:

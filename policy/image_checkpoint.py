@@ -18,8 +18,7 @@ from typing import Any
 
 import torch
 
-from pipeline.atomic_file import write_atomic, write_json
-from pipeline.checkpoint_files import load_weights_strict, read_format_doc
+from pipeline.checkpoint_files import load_weights_strict, read_format_doc, write_checkpoint
 from policy.checkpoint import CONFIG_FILE, WEIGHTS_FILE, PolicyCheckpointError
 from policy.checkpoint import FORMAT as HEAD_FORMAT
 from policy.image_act import ImageACTPolicy
@@ -31,11 +30,6 @@ FORMAT_VERSION = 1
 
 def save_image_policy(directory: Path | str, policy: ImageACTPolicy, training: dict[str, Any] | None = None) -> Path:
     """Write `policy` to `directory` (created if needed); `training` is free-form JSON-able info kept alongside."""
-    from safetensors.torch import save
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     cfg = policy.config
     meta = {
         "format": FORMAT,
@@ -51,9 +45,7 @@ def save_image_policy(directory: Path | str, policy: ImageACTPolicy, training: d
         "config": cfg.to_dict(),
         "training": training or {},
     }
-    write_atomic(out / WEIGHTS_FILE, save(state, metadata=meta))
-    write_json(out / CONFIG_FILE, doc, sort_keys=True)
-    return out
+    return write_checkpoint(directory, policy, WEIGHTS_FILE, meta, CONFIG_FILE, doc)
 
 
 def checkpoint_policy_type(directory: Path | str) -> str:

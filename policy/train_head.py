@@ -162,6 +162,45 @@ def _draw(history: list[dict[str, Any]], path: Path) -> None:
     )
 
 
+def run_report(
+    out: Path, progress: dict[str, Any], total_steps: int, batches_per_epoch: int, base_val: float | None
+) -> TrainReport:
+    """The report of a run in `out` that ended (or stopped early) with `progress`; base_val: the held-out L1 of
+    predicting the mean action (None without held-out data)."""
+    history = progress["history"]
+    return TrainReport(
+        policy_dir=out / "policy",
+        best_dir=out / "best" if progress["best_val_l1"] is not None else None,
+        loss_curve=out / "loss_curve.png",
+        steps=progress["step"],
+        total_steps=total_steps,
+        epochs_done=progress["step"] // batches_per_epoch,
+        stopped_early=progress["step"] < total_steps,
+        final_train_l1=history[-1]["train_l1"] if history else math.nan,
+        final_val_l1=history[-1]["val_l1"] if history else None,
+        best_val_l1=progress["best_val_l1"],
+        val_l1_mean_baseline=base_val,
+        seconds=progress["seconds"],
+        history=history,
+    )
+
+
+def write_run_files(
+    out: Path,
+    report: TrainReport,
+    train_cfg: HeadTrainConfig,
+    save: Callable[[Path, dict[str, Any]], object],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write the final weights (`save(out / "policy", summary)`) and `report.json`; the summary is the report
+    without its history, plus the training settings and `extra`."""
+    summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(report).items() if k != "history"}
+    summary["train_config"] = asdict(train_cfg)
+    summary.update(extra or {})
+    save(out / "policy", summary)
+    (out / "report.json").write_text(json.dumps({**summary, "history": report.history}, indent=2))
+
+
 def train_head(
     episodes_train: Sequence[EpisodeArrays],
     episodes_val: Sequence[EpisodeArrays],
@@ -302,31 +341,11 @@ def train_head(
             break
     bar.close()
     progress["seconds"] = time.monotonic() - t0
-    history = progress["history"]
-    final_train = history[-1]["train_l1"] if history else math.nan
-    final_val = history[-1]["val_l1"] if history else None
-    report = TrainReport(
-        policy_dir=out / "policy",
-        best_dir=out / "best" if progress["best_val_l1"] is not None else None,
-        loss_curve=out / "loss_curve.png",
-        steps=progress["step"],
-        total_steps=total_steps,
-        epochs_done=progress["step"] // batches_per_epoch,
-        stopped_early=progress["step"] < total_steps,
-        final_train_l1=final_train,
-        final_val_l1=final_val,
-        best_val_l1=progress["best_val_l1"],
-        val_l1_mean_baseline=base_val,
-        seconds=progress["seconds"],
-        history=history,
-    )
+    report = run_report(out, progress, total_steps, batches_per_epoch, base_val)
     if rank == 0:
         _save_resume(out, policy, optim, progress)
-        summary = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(report).items() if k != "history"}
-        summary["train_config"] = asdict(train_cfg)
-        save_policy(out / "policy", policy, training=summary)
-        _draw(history, report.loss_curve)
-        (out / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+        write_run_files(out, report, train_cfg, lambda d, info: save_policy(d, policy, training=info))
+        _draw(report.history, report.loss_curve)
     if distributed:
         dist.barrier()
         # free the DDP wrapper (its reducer holds the process group) now, while the group is alive; left to the

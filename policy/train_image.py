@@ -19,7 +19,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from policy.image_act_config import ImageACTConfig
 from policy.image_checkpoint import load_image_policy, save_image_policy
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
-from policy.train_head import HeadTrainConfig, TrainReport, lr_at
+from policy.train_head import HeadTrainConfig, TrainReport, lr_at, run_report, write_run_files
 
 # fields whose change makes a resume checkpoint unusable
 _RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
@@ -204,27 +203,12 @@ def train_image_policy(
             last_ckpt = time.monotonic()
     bar.close()
     progress["seconds"] = time.monotonic() - t0
-    history = progress["history"]
-    report = TrainReport(
-        policy_dir=out / "policy",
-        best_dir=out / "best" if progress["best_val_l1"] is not None else None,
-        loss_curve=out / "loss_curve.png",
-        steps=progress["step"],
-        total_steps=total_steps,
-        epochs_done=progress["step"] // batches_per_epoch,
-        stopped_early=progress["step"] < total_steps,
-        final_train_l1=history[-1]["train_l1"] if history else math.nan,
-        final_val_l1=history[-1]["val_l1"] if history else None,
-        best_val_l1=progress["best_val_l1"],
-        val_l1_mean_baseline=base_val,
-        seconds=progress["seconds"],
-        history=history,
-    )
+    report = run_report(out, progress, total_steps, batches_per_epoch, base_val)
     _save_resume(out, policy, optim, progress)
-    summary = {key: str(v) if isinstance(v, Path) else v for key, v in asdict(report).items() if key != "history"}
-    summary["train_config"] = asdict(train_cfg)
-    summary["policy"] = config.policy
-    save_image_policy(out / "policy", policy, training=summary)
-    _draw(history, report.loss_curve, config.policy)
-    (out / "report.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+
+    def save_final(directory: Path, info: dict[str, Any]) -> None:
+        save_image_policy(directory, policy, training=info)
+
+    write_run_files(out, report, train_cfg, save_final, {"policy": config.policy})
+    _draw(report.history, report.loss_curve, config.policy)
     return report
