@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from live_server import free_port
 from robotiq_server import GripperModel, RobotiqTestServer
 
 from robot.protocols import Gripper
@@ -45,13 +46,6 @@ def gripper(server: RobotiqTestServer) -> Iterator[RobotiqGripper]:
     g.activate(timeout_s=2.0)
     yield g
     g.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 # ------------------------------------------------------------------ mapping
@@ -253,7 +247,7 @@ def test_stop_keeps_a_gripped_object(gripper: RobotiqGripper, server: RobotiqTes
 
 # ------------------------------------------------------------------ link errors
 def test_connection_refused_names_the_port_and_the_urcap() -> None:
-    port = _free_port()
+    port = free_port()
     g = RobotiqGripper("127.0.0.1", port, connect_timeout_s=1.0)
     with pytest.raises(GripperConnectionRefusedError, match=rf"nothing listens on port {port}.*URCap"):
         g.connect()

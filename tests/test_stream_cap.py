@@ -14,8 +14,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-import uvicorn
 from fake_grounding import stand_in_app
+from live_server import running
 
 from api.schemas import stream_responses
 from api.stream import (
@@ -34,35 +34,15 @@ from pipeline.jobs.sim_config import SimCellConfig
 CAP = 2
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
     mp = pytest.MonkeyPatch()
     mp.setenv(MAX_VIEWERS_ENV, str(CAP))
     cell = SimCell(SimCellConfig(seed=3, pace=0.0, names=("red cube", "green cup", "blue can")))
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(
-            stand_in_app(cell), host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
-        )
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
     try:
-        deadline = time.monotonic() + 20
-        while not srv.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert srv.started, "uvicorn did not start"
-        yield "127.0.0.1", port
+        with running(stand_in_app(cell)) as port:
+            yield "127.0.0.1", port
     finally:
-        srv.should_exit = True
-        thread.join(10)
         cell.close()
         mp.undo()
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import K, tiny_config
+from live_server import free_port
 from PIL import Image
 
 from policy.act import PolicyInput
@@ -132,12 +132,6 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
         train_head(train, val, act, HeadTrainConfig(epochs=3, batch_size=8, lr=2e-3), tmp_path / "split", log=None)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 DDP_TRAIN = HeadTrainConfig(epochs=2, batch_size=8, lr=2e-3, warmup_steps=2)
 
 
@@ -173,7 +167,7 @@ def test_ddp_two_processes_equal_single_process(tmp_path: Path) -> None:
     train, val = _ddp_data()
     single = train_head(train, val, tiny(), DDP_TRAIN, tmp_path / "single", log=None)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)  # type: ignore[no-untyped-call]
+    spawn(_ddp_worker, args=(2, free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)  # type: ignore[no-untyped-call]
     ddp = weights(tmp_path / "ddp" / "policy")
     ref = weights(single.policy_dir)
     # Attention key biases get a gradient that is zero in exact arithmetic (softmax ignores a constant shift of the

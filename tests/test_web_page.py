@@ -8,8 +8,6 @@ ambiguous command by clicking the object in the live stream. Screenshots go to t
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fake_grounding import TEST_TOKEN, stand_in_app
+from live_server import running
 
 from pipeline.jobs.sim_cell import SimCell
 from pipeline.jobs.sim_config import SimCellConfig
@@ -38,35 +36,16 @@ ARGS = [
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, SimCell]]:
     import torch
 
     torch.set_num_threads(1)
     cell = SimCell(SimCellConfig(seed=3, pace=2.0, names=("red ball", "green can", "blue cube")))
-    app = stand_in_app(cell)
-    port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
-    )
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 20
-    while not srv.started and time.monotonic() < end:
-        time.sleep(0.05)
-    assert srv.started, "uvicorn did not start"
     try:
-        yield f"http://127.0.0.1:{port}", cell
+        with running(stand_in_app(cell)) as port:
+            yield f"http://127.0.0.1:{port}", cell
     finally:
-        srv.should_exit = True
-        thread.join(10)
         cell.close()
 
 

@@ -1,0 +1,40 @@
+"""A real uvicorn server on a free local port in a background thread, for tests that speak HTTP to the API."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(app: Any, start_timeout_s: float = 20.0) -> Iterator[int]:
+    """Serve `app` on 127.0.0.1 until the block ends; yields the port (start_timeout_s: seconds to wait)."""
+    port = free_port()
+    srv = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    )
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while not srv.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not srv.started:
+            raise RuntimeError("uvicorn did not start")
+        yield port
+    finally:
+        srv.should_exit = True
+        thread.join(10)
