@@ -13,6 +13,7 @@ from pipeline.cli_common import print_json
 def _cmd_train_tracker(args: argparse.Namespace) -> int:
     import torch
 
+    from policy.tracker import parse_crop
     from policy.train_tracker import TrackerTrainConfig, train_tracker
 
     torch.set_num_threads(args.threads)
@@ -27,6 +28,7 @@ def _cmd_train_tracker(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         checkpoint_every_s=args.checkpoint_every_s,
+        crop=parse_crop(args.crop),
     )
     init = Path(args.init) if args.init else None
     progress = train_tracker(Path(args.data), Path(args.out), cfg, log=lambda line: print(line, flush=True), init=init)
@@ -43,14 +45,17 @@ def _cmd_eval_tracker(args: argparse.Namespace) -> int:
     import torch
 
     from policy.eval_tracker import evaluate_tracker
-    from policy.sam2_build import build_sam2, tracker_spec
-    from policy.tracker import SAM2Tracker
+    from policy.sam2_build import build_sam2, checkpoint_crop, tracker_spec
+    from policy.tracker import SAM2Tracker, TrackerConfig, parse_crop
 
     torch.set_num_threads(args.threads)
     levels = [float(v) for v in args.occlusion.split(",")]
     episodes = _parse_episode_list(args.episodes, Path(args.data))
-    model = build_sam2(tracker_spec(args.tracker, args.image_size), Path(args.checkpoint) if args.checkpoint else None)
-    report = evaluate_tracker(SAM2Tracker(model), Path(args.data), episodes, levels, seed=args.seed)
+    checkpoint = Path(args.checkpoint) if args.checkpoint else None
+    crop = parse_crop(args.crop) if args.crop else checkpoint_crop(checkpoint)
+    model = build_sam2(tracker_spec(args.tracker, args.image_size), checkpoint)
+    tracker = SAM2Tracker(model, TrackerConfig(crop=crop))
+    report = evaluate_tracker(tracker, Path(args.data), episodes, levels, seed=args.seed)
     if args.json:
         print_json(dataclasses.asdict(report))
     else:
@@ -319,6 +324,12 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--stage2-budget-s", type=float, default=0.0, help="seconds for stage 2 (0 = steps only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--init", default=None, help="start from these weights (.safetensors) instead of random ones")
+    p.add_argument(
+        "--crop",
+        default="full",
+        help="region of the frame the tracker sees, 'x0,y0,x1,y1' fractions of width and height (default: full); "
+        "recorded in the weights, so caching and evaluation use it too",
+    )
     p.add_argument("--checkpoint-every-s", type=float, default=180.0, help="seconds between checkpoints")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -332,6 +343,9 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--checkpoint", default=None, help="weights (.safetensors, or an official .pt)")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--occlusion", default="0,0.2,0.4,0.6", help="comma-separated shares of blacked-out frames")
+    p.add_argument(
+        "--crop", default=None, help="'x0,y0,x1,y1' fractions or 'full' (default: the region the weights record)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print one JSON object")

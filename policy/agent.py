@@ -230,7 +230,7 @@ def load_agent(
     """
     from policy.cache import load_tracker, weights_sha256
     from policy.checkpoint import load_policy, read_checkpoint_info
-    from policy.tracker import TrackerConfig
+    from policy.tracker import TrackerConfig, parse_crop
 
     config, _ = read_checkpoint_info(policy_dir)
     spec = parse_feature_spec(config.feature_spec)
@@ -247,6 +247,7 @@ def load_agent(
         score_threshold=float(record.get("score_threshold", TrackerConfig.score_threshold)),
         dtype=str(record.get("dtype", TrackerConfig.dtype)),
         mask_source=str(record.get("mask_source", TrackerConfig.mask_source)),
+        crop=parse_crop(str(record.get("crop", "full"))),
     )
     tracker = load_tracker(
         name,

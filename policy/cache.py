@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from policy.cache_store import (
     episode_sha256,
 )
 from policy.features import EXTRAS_DIM, FeatureSpec, extract, parse_feature_spec
-from policy.sam2_build import build_sam2, tracker_spec
+from policy.sam2_build import build_sam2, checkpoint_crop, format_crop, tracker_spec
 from policy.tracker import SAM2Tracker, TrackerConfig, TrackerInputError
 
 _X = TypeVar("_X")
@@ -100,6 +100,7 @@ def cache_key(tracker_name: str, tracker: SAM2Tracker, features: FeatureSpec, oc
         features=features.name,
         mask_source=cfg.mask_source,
         occlusion=float(occlusion),
+        crop=format_crop(cfg.crop),
     )
 
 
@@ -126,6 +127,9 @@ def load_tracker(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = build_sam2(spec, Path(checkpoint) if checkpoint is not None else None)
+    config = config or TrackerConfig()
+    if config.crop is None:  # a tracker trained on a region of the frame sees that region unless told otherwise
+        config = replace(config, crop=checkpoint_crop(None if checkpoint is None else Path(checkpoint)))
     return SAM2Tracker(model.to(device), config)
 
 

@@ -40,7 +40,7 @@ _TENSORS = ("tokens", "extras", "boxes", "scores")
 
 
 #: Key fields added after the first caches were built, with the defaults those caches were built under.
-_LATER_FIELDS: dict[str, object] = {"mask_source": "tracker", "occlusion": 0.0}
+_LATER_FIELDS: dict[str, object] = {"mask_source": "tracker", "occlusion": 0.0, "crop": "full"}
 _UNSET = object()
 
 
@@ -65,10 +65,11 @@ class CacheKey:
     features: str
     mask_source: str = "tracker"
     occlusion: float = 0.0
+    crop: str = "full"
 
     @property
     def digest(self) -> str:
-        """16 hex digits naming the cache directory (the fields added later — mask_source, occlusion — enter only
+        """16 hex digits naming the cache directory (the fields added later — mask_source, occlusion, crop — enter only
         when they differ from their defaults, so caches built before they existed keep their names)."""
         fields = {k: v for k, v in asdict(self).items() if _LATER_FIELDS.get(k, _UNSET) != v}
         text = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True)

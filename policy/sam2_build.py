@@ -187,9 +187,38 @@ def _check_metadata(path: Path, spec: TrackerSpec) -> None:
             raise CheckpointError(f"{path} was trained as {key}={meta[key]!r}, but {key}={want!r} was requested")
 
 
-def tracker_metadata(spec: TrackerSpec) -> dict[str, str]:
-    """Metadata to store with a project checkpoint of `spec`."""
-    return {"tracker": spec.name, "image_size": str(spec.image_size)}
+def tracker_metadata(spec: TrackerSpec, crop: tuple[float, float, float, float] | None = None) -> dict[str, str]:
+    """Metadata to store with a project checkpoint of `spec`; crop: the frame region it was trained on (fractions
+    x0, y0, x1, y1; None = the whole frame)."""
+    meta = {"tracker": spec.name, "image_size": str(spec.image_size)}
+    if crop is not None:
+        meta["crop"] = format_crop(crop)
+    return meta
+
+
+def format_crop(crop: tuple[float, float, float, float] | None) -> str:
+    """A crop region as the text stored in checkpoints and cache keys: "x0,y0,x1,y1" or "full"."""
+    return "full" if crop is None else ",".join(f"{v:.4f}" for v in crop)
+
+
+def checkpoint_crop(path: Path | None) -> tuple[float, float, float, float] | None:
+    """The frame region a project checkpoint was trained on (its metadata), None for the whole frame or for files
+    without the record (official checkpoints)."""
+    if path is None or Path(path).suffix != ".safetensors" or not Path(path).is_file():
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    from policy.tracker import parse_crop
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError):
+        return None  # read_state_dict reports the unreadable file
+    try:
+        return parse_crop(meta.get("crop", "full"))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: its crop record is damaged ({exc})") from exc
 
 
 def save_official_checkpoint(model: torch.nn.Module, path: Path) -> None:

@@ -34,6 +34,38 @@ MASK_SOURCES: tuple[str, ...] = ("tracker", "oracle")
 _ORACLE_LOGIT = 10.0
 
 
+def check_crop(crop: Any) -> tuple[float, float, float, float]:
+    """A crop region as 4 fractions x0, y0, x1, y1 with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, or an error."""
+    c = np.asarray(crop, dtype=np.float64)
+    if c.shape != (4,) or not np.all(np.isfinite(c)):
+        raise ValueError(f"crop must be 4 fractions x0, y0, x1, y1 of the frame, got {crop!r}")
+    x0, y0, x1, y1 = (float(v) for v in c)
+    if not (0.0 <= x0 < x1 <= 1.0 and 0.0 <= y0 < y1 <= 1.0) or x1 - x0 < 0.1 or y1 - y0 < 0.1:
+        raise ValueError(
+            f"crop {c.tolist()} is invalid: need 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, each side >= 0.1 of the frame"
+        )
+    return (x0, y0, x1, y1)
+
+
+def crop_pixels(crop: tuple[float, float, float, float] | None, height: int, width: int) -> tuple[int, int, int, int]:
+    """Pixel bounds x0, y0, x1, y1 (end exclusive) of `crop` in a height x width frame; the whole frame for None."""
+    if crop is None:
+        return 0, 0, width, height
+    x0, y0, x1, y1 = crop
+    return round(x0 * width), round(y0 * height), round(x1 * width), round(y1 * height)
+
+
+def parse_crop(text: str) -> tuple[float, float, float, float] | None:
+    """ "x0,y0,x1,y1" fractions (or "none"/"full") as a crop region, or an error naming the valid form."""
+    if text.strip().lower() in ("none", "full", ""):
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"crop {text!r} must be 'x0,y0,x1,y1' fractions of the frame (or 'full')") from None
+    return check_crop(values)
+
+
 #: The box of a tracked mask (the same rule as the simulator's labels).
 mask_to_box = mask_box
 
@@ -53,6 +85,9 @@ class TrackerConfig:
     simulator's segmentation), which replaces SAM2's mask, box and visibility in the output and in SAM2's memory,
     while SAM2 still computes the pixel features and the object pointer. The oracle bounds what perception costs
     the policy; it needs ground truth and so exists only in simulation.
+    crop: the region of the frame SAM2 sees, as fractions x0, y0, x1, y1 of its width and height (None: the whole
+    frame). A fixed camera sees the table in part of its frame; cropping to it makes small objects larger at the
+    model's input. Masks and boxes are always returned in full-frame pixels (empty outside the crop).
     """
 
     memory_frames: int = 15
@@ -60,8 +95,11 @@ class TrackerConfig:
     dtype: str = "float32"
     encode_batch: int = 8
     mask_source: str = "tracker"
+    crop: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.crop is not None:
+            object.__setattr__(self, "crop", check_crop(self.crop))  # a JSON list becomes the tuple
         if not 1 <= self.memory_frames <= 64:
             raise ValueError(f"memory_frames must be within 1..64, got {self.memory_frames}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -159,6 +197,7 @@ class SAM2Tracker:
         self._shape: tuple[int, int] | None = None
         self._index = -1
         self._memory: dict[str, dict[int, dict[str, Any]]] = {}
+        self._crop_px: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     # ------------------------------------------------------------ public API
     def start(
@@ -171,6 +210,13 @@ class SAM2Tracker:
         h, w = frame.shape[:2]
         b = validate_box(box, h, w)
         given = self._given(mask, (h, w))
+        cx0, cy0, cx1, cy1 = crop_pixels(self.config.crop, h, w)
+        if b[2] <= cx0 or b[0] >= cx1 or b[3] <= cy0 or b[1] >= cy1:
+            raise TrackerInputError(
+                f"box {b.tolist()} lies outside the tracker's crop region x {cx0}..{cx1}, y {cy0}..{cy1} pixels "
+                "(TrackerConfig.crop): the target must be in the part of the frame the tracker sees"
+            )
+        self._crop_px = (cx0, cy0, cx1, cy1)
         self._shape = (h, w)
         self._index = -1
         self._memory = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
@@ -234,7 +280,9 @@ class SAM2Tracker:
 
     def _encode(self, frames: list[npt.NDArray[np.uint8]]) -> list[tuple[list[torch.Tensor], list[torch.Tensor], Any]]:
         """Image-encoder features of each frame: (vision_feats, vision_pos_embeds, feat_sizes)."""
-        x = torch.from_numpy(np.stack(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        x0, y0, x1, y1 = self._crop_px
+        stacked = np.stack([f[y0:y1, x0:x1] for f in frames])
+        x = torch.from_numpy(stacked).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         x = F.interpolate(
             x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
         )
@@ -282,9 +330,11 @@ class SAM2Tracker:
         if is_prompt:
             if self._shape is None:
                 raise RuntimeError("no prompt frame")
-            h, w = self._shape
+            x0, y0, x1, y1 = self._crop_px
+            w, h = x1 - x0, y1 - y0
             scale = np.array([self.image_size / w, self.image_size / h, self.image_size / w, self.image_size / h])
-            corners = torch.tensor((self._box * scale).reshape(1, 2, 2), dtype=torch.float32, device=self.device)
+            inside = np.clip(self._box - np.array([x0, y0, x0, y0]), 0, [w, h, w, h])
+            corners = torch.tensor((inside * scale).reshape(1, 2, 2), dtype=torch.float32, device=self.device)
             labels = torch.tensor([[2, 3]], dtype=torch.int32, device=self.device)  # box corners, SAM's encoding
             points = {"point_coords": corners, "point_labels": labels}
         model = self.model
@@ -294,7 +344,8 @@ class SAM2Tracker:
             )
             _, _, _, low_res, high_res, obj_ptr, score = sam_out
             if oracle is not None:
-                high_res, low_res, score = self._oracle_logits(oracle, high_res, low_res)
+                x0, y0, x1, y1 = self._crop_px
+                high_res, low_res, score = self._oracle_logits(oracle[y0:y1, x0:x1], high_res, low_res)
             model._encode_memory_in_output(feats, sizes, points, True, high_res, score, current)
         stored = {
             "maskmem_features": current["maskmem_features"],
@@ -325,8 +376,10 @@ class SAM2Tracker:
         if oracle is not None:
             mask = oracle.copy()
         else:
-            logits = F.interpolate(high_res.float(), size=self._shape, mode="bilinear", align_corners=False)[0, 0]
-            mask = (logits > 0).cpu().numpy()
+            x0, y0, x1, y1 = self._crop_px
+            logits = F.interpolate(high_res.float(), size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+            mask = np.zeros(self._shape, dtype=bool)
+            mask[y0:y1, x0:x1] = (logits[0, 0] > 0).cpu().numpy()
         score_value = float(score.float().reshape(-1)[0])
         raw = RawFeatures(
             pix_feat=pix_feat.float()[0].cpu(),

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from pipeline.dataset.reader import Dataset
+from policy.tracker import crop_pixels
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,17 @@ def _resize(frames: npt.NDArray[np.uint8], size: int, *, nearest: bool) -> npt.N
     return np.ascontiguousarray(out.numpy())
 
 
-def load_clips(root: Path, size: int, episodes: list[int] | None = None, *, workers: int = 1) -> TrackingClips:
-    """Decode the given episodes (default: all) of the dataset at `root`, resized to `size` x `size`;
-    `workers` threads decode episodes side by side (video decoding releases the GIL)."""
+def load_clips(
+    root: Path,
+    size: int,
+    episodes: list[int] | None = None,
+    *,
+    workers: int = 1,
+    crop: tuple[float, float, float, float] | None = None,
+) -> TrackingClips:
+    """Decode the given episodes (default: all) of the dataset at `root`, cut to `crop` (fractions x0, y0, x1, y1
+    of the frame, as `TrackerConfig.crop`; None = whole frame) and resized to `size` x `size`; `workers` threads
+    decode episodes side by side (video decoding releases the GIL)."""
     ds = Dataset(root)
     picks = list(range(len(ds))) if episodes is None else episodes
 
@@ -57,7 +66,10 @@ def load_clips(root: Path, size: int, episodes: list[int] | None = None, *, work
         if ep.rgb is None:
             raise ValueError(f"episode {e} of {root} has no colour frames")
         full = np.stack([ep.target_mask(t) for t in range(len(ep))]).astype(np.uint8) * 255
-        return _resize(ep.rgb, size, nearest=False), _resize(full, size, nearest=False) >= 128
+        x0, y0, x1, y1 = crop_pixels(crop, *ep.rgb.shape[1:3])
+        rgb = np.ascontiguousarray(ep.rgb[:, y0:y1, x0:x1])
+        target = np.ascontiguousarray(full[:, y0:y1, x0:x1])
+        return _resize(rgb, size, nearest=False), _resize(target, size, nearest=False) >= 128
 
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor

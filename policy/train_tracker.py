@@ -33,7 +33,7 @@ from policy.sam2_build import (
     tracker_metadata,
     tracker_spec,
 )
-from policy.tracker import _MEAN, _STD
+from policy.tracker import _MEAN, _STD, check_crop
 from policy.tracker_data import TrackingClips, load_clips
 
 
@@ -58,8 +58,11 @@ class TrackerTrainConfig:
     device: str = "cpu"
     stage1_budget_s: float = 0.0
     stage2_budget_s: float = 0.0
+    crop: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
+        if self.crop is not None:
+            object.__setattr__(self, "crop", check_crop(self.crop))
         if self.stage1_steps < 0 or self.stage2_steps < 0 or self.stage1_batch < 1 or self.stage2_batch < 1:
             raise ValueError("step counts must be >= 0 and batch sizes >= 1")
         if not 2 <= self.clip_len <= 16 or not 1 <= self.max_stride <= 8:
@@ -266,7 +269,9 @@ def stage2_step(
 def _save(out: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, progress: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     spec = tracker_spec("compact", int(getattr(model, "image_size")))  # noqa: B009
-    save_safetensors(model, out / "tracker.safetensors.tmp", tracker_metadata(spec))
+    recorded = progress["config"].get("crop")
+    crop = None if recorded is None else check_crop(recorded)
+    save_safetensors(model, out / "tracker.safetensors.tmp", tracker_metadata(spec, crop))
     torch.save(optim.state_dict(), out / "optimizer.pt.tmp")
     (out / "progress.json.tmp").write_text(json.dumps(progress, indent=2))
     for name in ("tracker.safetensors", "optimizer.pt", "progress.json"):
@@ -302,10 +307,16 @@ def train_tracker(
     }
     if (out / "progress.json").exists():
         progress = json.loads((out / "progress.json").read_text())
+        recorded = progress["config"].get("crop")
+        if (None if recorded is None else tuple(recorded)) != cfg.crop:
+            raise ValueError(
+                f"{out} was trained with crop {recorded}, but crop {cfg.crop} was given: resume with the same crop "
+                "or train into another --out"
+            )
         load_weights(model, read_state_dict(out / "tracker.safetensors"), str(out / "tracker.safetensors"))
         log(json.dumps({"resumed": True, "stage": progress["stage"], "step": progress["step"]}))
     t_load = time.monotonic()
-    data = load_clips(data_dir, cfg.image_size, sorted(train_eps), workers=min(8, os.cpu_count() or 1))
+    data = load_clips(data_dir, cfg.image_size, sorted(train_eps), workers=min(8, os.cpu_count() or 1), crop=cfg.crop)
     # re-index episodes within the loaded subset
     local = list(range(data.episodes))
     log(

@@ -32,5 +32,19 @@ if ! .venv/bin/python -c "import sam2" 2>/dev/null; then
     .venv/bin/python -m pip install -q setuptools wheel
     SAM2_BUILD_CUDA=0 .venv/bin/python -m pip install -q --no-build-isolation --no-deps sam2==1.1.0
 fi
+# `docker compose config` checks docker-compose.yml in the tests; where the v2 plugin is missing, the Python
+# docker-compose 1.29 in its own environment does the same check (its pins clash with the project's PyYAML).
+if ! docker compose version >/dev/null 2>&1 && [ ! -x .venv/compose/bin/docker-compose ]; then
+    if "$PYTHON" -m venv .venv/compose \
+        && .venv/compose/bin/python -m pip install -q "PyYAML>=6,<7" \
+        && .venv/compose/bin/python -m pip install -q --no-deps docker-compose==1.29.2 \
+        && .venv/compose/bin/python -m pip install -q "docker>=5,<8" "dockerpty>=0.4.1" "docopt>=0.6.1" \
+            "jsonschema>=2.5.1,<4" "python-dotenv>=0.13,<1" "requests>=2.20" "texttable>=0.9" \
+            "websocket-client>=0.32,<2" "distro>=1.5"; then
+        echo "docker-compose 1.29 installed in .venv/compose for compose-file checks"
+    else
+        echo "warning: could not install docker-compose for compose-file checks; that test will be skipped" >&2
+    fi
+fi
 touch .venv/.installed
 echo "setup done: .venv ready"

@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from pipeline.collect import CollectConfig, collect
+from policy.cache import load_tracker
 from policy.eval_tracker import evaluate_tracker
-from policy.sam2_build import build_sam2, tracker_spec
-from policy.tracker import SAM2Tracker
+from policy.sam2_build import build_sam2, checkpoint_crop, tracker_spec
+from policy.tracker import SAM2Tracker, TrackerConfig
 from robot.sim.config import CellConfig
 from robot.sim.scene import SceneRequest
 
@@ -30,9 +31,9 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.render
 def test_shipped_tracker_beats_untrained_and_first_box(held_out: Path) -> None:
     torch.set_num_threads(1)
-    trained = SAM2Tracker(build_sam2(tracker_spec("compact"), SHIPPED))
+    trained = load_tracker("compact", checkpoint=SHIPPED)  # with the frame region its weights record
     torch.manual_seed(0)
-    untrained = SAM2Tracker(build_sam2(tracker_spec("compact")))
+    untrained = SAM2Tracker(build_sam2(tracker_spec("compact")), TrackerConfig(crop=checkpoint_crop(SHIPPED)))
     good = evaluate_tracker(trained, held_out, [0], occlusions=(0.0,)).levels[0]
     bad = evaluate_tracker(untrained, held_out, [0], occlusions=(0.0,)).levels[0]
     print(f"trained mIoU {good.miou:.3f}, untrained {bad.miou:.3f}, first box {good.baseline_miou:.3f}")

@@ -1,0 +1,76 @@
+"""`train_tracker` on a few simulated episodes at 64 px: both stages run and lower nothing to NaN, the weights
+record the crop they were trained on, a finished run resumes as finished, a resume with another crop is refused,
+and `load_clips` cuts the crop before resizing."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.collect import CollectConfig, collect
+from pipeline.dataset.reader import Dataset
+from policy.sam2_build import checkpoint_crop
+from policy.tracker import crop_pixels
+from policy.tracker_data import load_clips
+from policy.train_tracker import TrackerTrainConfig, train_tracker
+from robot.sim.config import CellConfig
+from robot.sim.scene import SceneRequest
+
+CROP = (0.15, 0.0333, 0.85, 0.7333)
+
+
+@pytest.fixture(scope="module")
+def episodes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("track") / "ds"
+    cell = CellConfig(image_width=160, image_height=120, scene=SceneRequest(n_objects=(3, 3)))
+    collect(CollectConfig(out=out, episodes=3, seed=7_100_000, cell=cell), progress=False)
+    return out
+
+
+def _cfg(**kw: object) -> TrackerTrainConfig:
+    base: dict[str, object] = dict(
+        image_size=64, stage1_steps=3, stage1_batch=2, stage2_steps=2, stage2_batch=1, clip_len=3, held_out=0.34
+    )
+    base.update(kw)
+    return TrackerTrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.render
+def test_load_clips_cuts_the_crop_before_resizing(episodes: Path) -> None:
+    whole = load_clips(episodes, 64, [0])
+    cut = load_clips(episodes, 64, [0], crop=CROP)
+    assert whole.frames.shape == cut.frames.shape == (len(Dataset(episodes).load_episode(0)), 64, 64, 3)
+    ep = Dataset(episodes).load_episode(0)
+    x0, y0, x1, y1 = crop_pixels(CROP, 120, 160)
+    # the target covers a larger share of the tracker's input once the table region is cut out
+    full_share = ep.target_mask(0).mean()
+    cut_share = ep.target_mask(0)[y0:y1, x0:x1].mean()
+    assert cut_share > full_share
+    assert abs(cut.masks[0].mean() - cut_share) < 0.5 * cut_share
+    assert not np.array_equal(whole.frames[0], cut.frames[0])
+
+
+@pytest.mark.slow
+@pytest.mark.render
+def test_both_stages_run_and_the_weights_record_the_crop(episodes: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    progress = train_tracker(episodes, out, _cfg(crop=CROP), log=lambda _line: None)
+    assert progress["stage"] == 3
+    losses = [h["loss"] for h in progress["history"]]
+    assert losses
+    assert all(math.isfinite(v) for v in losses)
+    assert {h["stage"] for h in progress["history"]} == {1, 2}
+    assert checkpoint_crop(out / "tracker.safetensors") == CROP
+    assert json.loads((out / "progress.json").read_text())["config"]["crop"] == list(CROP)
+    # finished: a rerun with the same settings does no more steps
+    again = train_tracker(episodes, out, _cfg(crop=CROP), log=lambda _line: None)
+    assert again["history"] == progress["history"]
+    with pytest.raises(ValueError, match=r"trained with crop .* resume with the same crop"):
+        train_tracker(episodes, out, _cfg(), log=lambda _line: None)
