@@ -205,7 +205,13 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         # a lane of its own: behind the thread pool that serves every other endpoint, a stop would wait for the
         # reads queued ahead of it when many clients poll
         report = await asyncio.get_running_loop().run_in_executor(stop_lane, runner.stop)
-        return {"halted": True, "halt_s": round(report.halt_s, 6), "job": report.job, "cancelled": report.cancelled}
+        return {
+            "halted": True,
+            "halt_s": round(report.halt_s, 6),
+            "job": report.job,
+            "cancelled": report.cancelled,
+            "halted_monotonic_s": report.halted_monotonic_s,
+        }
 
     @app.post(
         "/scene/reset",

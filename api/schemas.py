@@ -168,12 +168,15 @@ class SequenceAccepted(BaseModel):
 
 
 class StopResponse(BaseModel):
-    """What POST /stop did: motion halted, seconds the halt took, the job that was running, jobs cancelled."""
+    """What POST /stop did: motion halted, seconds the halt took, the job that was running, jobs cancelled, and the
+    server's monotonic clock (seconds) at the moment the arm was halted (for latency measurements on the server's
+    machine)."""
 
     halted: bool
     halt_s: float
     job: str | None
     cancelled: int
+    halted_monotonic_s: float
 
 
 class ErrorDetail(BaseModel):

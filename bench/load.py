@@ -4,8 +4,9 @@ Against a real server in a child process (uvicorn, simulated cell, bench/api.py'
 controller, a bounded job queue whose capacity GET /health reports), in one run:
 1. one pick job is started; `--readers` clients loop GET /jobs, /jobs/{id}, /health for the whole run;
 2. a burst of `--burst` POST /pick arrives while the job runs: accepted (202) vs refused (429, queue full);
-3. once a job is moving, POST /stop: its round trip (the request returns once motion is halted, milliseconds),
-   the server's halt time, and whether the commanded joints then stay put (zero commanded velocity);
+3. once a job is moving, POST /stop from a thread of its own: milliseconds from sending it to the arm halted
+   (the server stamps the halt on the machine's monotonic clock), its round trip (the request returns once
+   motion is halted), the server's halt time, and whether the commanded joints then stay put;
    no job may hold the robot after the stopped one ends (a stop cancels every waiting job);
 4. every accepted job id must be unique and listed exactly once by GET /jobs, in a final state (no lost, no
    duplicated jobs); read requests per second and p50 / p99 latency while the burst and stop ran;
@@ -168,9 +169,10 @@ async def stop_under_load(
         running = await wait_moving(client, moving_timeout_s)
     if running is not None:
         await asyncio.sleep(0.4)  # let the arm gather speed
-    t0 = time.perf_counter()
-    r = await client.post("/stop")
-    trip_s = time.perf_counter() - t0
+    # sent from a thread of its own on a fresh connection, so that the 200 readers' event loop in this process
+    # does not delay the send; `sent` is taken on the monotonic clock the server also stamps the halt with
+    sent, r, answered = await asyncio.to_thread(_timed_stop, sync)
+    trip_s = answered - sent
     answer = r.json()
     a = (await client.get("/health")).json()["robot"]
     await asyncio.sleep(0.2)
@@ -183,6 +185,7 @@ async def stop_under_load(
         "moving_before_stop": running is not None,
         "fresh_job": fresh,
         "round_trip_ms": round(trip_s * 1000, 2),
+        "request_to_halt_ms": _request_to_halt_ms(sent, answer),
         "server_halt_ms": round(float(answer.get("halt_s", float("nan"))) * 1000, 2),
         "zero_velocity_after_stop": a["joint_target_rad"] == b["joint_target_rad"] and not b["moving"],
         "stopped_job": stopped,
@@ -190,6 +193,19 @@ async def stop_under_load(
         "cancelled": answer.get("cancelled"),
         "job_started_after_stop": late,
     }
+
+
+def _timed_stop(sync: httpx.Client) -> tuple[float, httpx.Response, float]:
+    """POST /stop: (monotonic seconds just before sending, the answer, monotonic seconds once it arrived)."""
+    sent = time.monotonic()
+    r = sync.post("/stop")
+    return sent, r, time.monotonic()
+
+
+def _request_to_halt_ms(sent: float, answer: dict[str, Any]) -> float | None:
+    """Milliseconds from sending POST /stop to the arm halted (the server's stamp; same machine, same clock)."""
+    halted = answer.get("halted_monotonic_s")
+    return None if halted is None else round((float(halted) - sent) * 1000, 2)
 
 
 async def started_after_stop(client: httpx.AsyncClient, stopped: str | None, timeout_s: float = 60.0) -> str | None:
@@ -275,6 +291,7 @@ async def soak(
     t0 = time.monotonic()
     end = t0 + seconds
     cycles, codes, accepted, late = 0, {"202": 0, "429": 0}, 0, []
+    stop_ms: list[float] = []
 
     async def sample() -> None:
         while True:
@@ -291,7 +308,12 @@ async def soak(
             accepted += len(ids)
             stats.job_id = ids[0] if ids else stats.job_id
             await asyncio.sleep(min(3.0, max(0.0, end - time.monotonic())))
-            stopped = (await client.post("/stop")).json().get("job")
+            sent, r, _ = await asyncio.to_thread(_timed_stop, sync)
+            answer = r.json()
+            stopped = answer.get("job")
+            halt_ms = _request_to_halt_ms(sent, answer)
+            if halt_ms is not None and stopped is not None:  # a stop that halted a moving job
+                stop_ms.append(halt_ms)
             started = await started_after_stop(client, stopped)
             late += [started] if started is not None else []
             cycles += 1
@@ -307,6 +329,9 @@ async def soak(
         "posts": codes,
         "accepted": accepted,
         "jobs_started_after_stop": late,
+        "stops_halting_a_job": len(stop_ms),
+        "request_to_halt_ms_p50": round(statistics.median(stop_ms), 2) if stop_ms else None,
+        "request_to_halt_ms_max": round(max(stop_ms), 2) if stop_ms else None,
         "rss_samples": len(samples),
         "rss_start_mb": round(values[0], 1),
         "rss_max_mb": round(max(values), 1),
@@ -468,12 +493,14 @@ def _print_table(r: dict[str, Any]) -> None:
         f"states {jobs['states']}, failures {jobs['failure_reasons']}",
         "reads during burst + stop": f"{reads['requests_per_s']} req/s, p50 {reads['p50_ms']} ms, p99 "
         f"{reads['p99_ms']} ms, errors {reads['error_kinds']}, retried {r['reads_retried_after_disconnect']}",
-        "POST /stop under load": f"round trip {stop['round_trip_ms']} ms, server halt {stop['server_halt_ms']} ms, "
+        "POST /stop under load": f"sent to halted {stop['request_to_halt_ms']} ms (target <= 100), round trip "
+        f"{stop['round_trip_ms']} ms, server halt {stop['server_halt_ms']} ms, "
         f"zero velocity {stop['zero_velocity_after_stop']}, job {stop['stopped_job_state']} (fresh "
         f"{stop['fresh_job']}), job started after it: {stop['job_started_after_stop']}",
         f"soak {s['seconds']} s, {s['cycles']} cycles": f"RSS start {s['rss_start_mb']} / max {s['rss_max_mb']} / "
         f"end {s['rss_end_mb']} MB, slope {s['rss_slope_mb_per_hour']} MB/h ({s['rss_samples']} samples); jobs "
-        f"started after a stop: {len(s['jobs_started_after_stop'])}",
+        f"started after a stop: {len(s['jobs_started_after_stop'])}; {s['stops_halting_a_job']} stops of a moving "
+        f"job, sent to halted p50 {s['request_to_halt_ms_p50']} / max {s['request_to_halt_ms_max']} ms",
         "checks": ", ".join(f"{k} {v}" for k, v in r["checks"].items()),
     }
     width = max(map(len, rows))

@@ -57,11 +57,14 @@ class StepRequest:
 
 @dataclass(frozen=True)
 class StopReport:
-    """What `stop()` did: seconds the halt took, the job that was running (or None), jobs cancelled."""
+    """What `stop()` did: seconds the halt took, the job that was running (or None), jobs cancelled, and when the
+    arm was halted on this machine's monotonic clock (`time.monotonic()`, seconds; a benchmark on the same machine
+    subtracts the moment it sent the stop to get the whole request-to-halt latency)."""
 
     halt_s: float
     job: str | None
     cancelled: int
+    halted_monotonic_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -268,6 +271,7 @@ class JobRunner:
             cancelled = self.queue.drain()
         halt.set()
         halt_s = self.cell.halt()
+        halted_at = time.monotonic()
         if job is not None:
             job.wake()
             self._end(job, JobState.STOPPED, "stop_requested", "stopped by the stop button or POST /stop")
@@ -275,7 +279,7 @@ class JobRunner:
             self._end(other, JobState.STOPPED, "stop_requested", "cancelled before it started")
         if self.on_event is not None:
             self.on_event("robot", {"event": "stopped", "halt_s": round(halt_s, 4), "cancelled": len(cancelled)})
-        return StopReport(halt_s, None if job is None else job.id, len(cancelled))
+        return StopReport(halt_s, None if job is None else job.id, len(cancelled), halted_at)
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
