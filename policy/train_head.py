@@ -20,8 +20,6 @@ import gc
 import json
 import math
 import os
-import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,9 +37,11 @@ from policy.checkpoint import load_policy, save_policy
 from policy.chunks import ChunkDataset, EpisodeArrays
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
+from policy.train_loop import LoopHooks, StepResult, run_epochs
 
 # fields whose change makes a resume checkpoint unusable
-_RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
+#: Training settings whose change makes a resume checkpoint unusable.
+RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
 
 
 @dataclass(frozen=True)
@@ -107,15 +107,6 @@ def maybe_init_distributed(device: str = "cpu") -> bool:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
-
-
-def lr_at(step: int, total: int, cfg: HeadTrainConfig) -> float:
-    """Linear warm-up over warmup_steps, then cosine from lr down to lr * final_lr_fraction at `total`."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
-    low = cfg.lr * cfg.final_lr_fraction
-    return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
 
 
 def _all_sum(values: list[float], world: int) -> list[float]:
@@ -233,7 +224,7 @@ def train_head(
     total_steps = train_cfg.epochs * batches_per_epoch
     fingerprint = {
         "act_config": config.to_dict(),
-        "train": {k: getattr(train_cfg, k) for k in _RESUME_KEYS},
+        "train": {k: getattr(train_cfg, k) for k in RESUME_KEYS},
         "train_samples": len(train_data),
     }
 
@@ -246,7 +237,7 @@ def train_head(
         "history": [],
         "seconds": 0.0,
         "best_val_l1": None,
-        "epoch_sums": [0.0, 0.0],
+        "epoch_sums": [0.0, 0.0, 0.0],  # L1 sum, KL sum, batches
     }
     resumed = resume_run(out, fingerprint, say)
     optim_state: dict[str, Any] | None = None
@@ -271,76 +262,43 @@ def train_head(
     sampler: DistributedSampler[int] = DistributedSampler(
         train_data, num_replicas=world, rank=rank, shuffle=True, seed=train_cfg.seed, drop_last=True
     )
-    from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, initial=progress["step"], disable=rank != 0 or not sys.stderr.isatty())
-    t0 = time.monotonic() - float(progress["seconds"])
-    last_ckpt = time.monotonic()
-    stopped = stop_after_steps is not None and progress["step"] >= stop_after_steps
-    while progress["step"] < total_steps and not stopped:
-        epoch, first = divmod(progress["step"], batches_per_epoch)
+    def forward(indices: Sequence[int], _step: int) -> StepResult:
+        inp, tgt = train_data.batch(list(indices))
+        count = None
+        if distributed:
+            n_valid = _all_sum([float((~tgt.is_pad).sum()) * config.action_dim], world)[0]
+            count = n_valid / world
+        loss, info = net(inp, tgt, count)
+        return StepResult(loss, info.l1, info.kl, info.loss)
+
+    def order(epoch: int) -> list[int]:
         sampler.set_epoch(epoch)
-        order = list(sampler)
-        for b in range(first, batches_per_epoch):
-            step = progress["step"]
-            inp, tgt = train_data.batch(order[b * per_rank : (b + 1) * per_rank])
-            lr = lr_at(step, total_steps, train_cfg)
-            for g in optim.param_groups:
-                g["lr"] = lr
-            count = None
-            if distributed:
-                n_valid = _all_sum([float((~tgt.is_pad).sum()) * config.action_dim], world)[0]
-                count = n_valid / world
-            loss, info = net(inp, tgt, count)
-            if not math.isfinite(info.loss):
-                raise FloatingPointError(f"non-finite loss {info} at step {step}; lower lr or check the data")
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.grad_clip)
-            optim.step()
-            progress["step"] = step + 1
-            progress["epoch_sums"] = [progress["epoch_sums"][0] + info.l1, progress["epoch_sums"][1] + 1]
-            bar.update(1)
-            bar.set_postfix(l1=f"{info.l1:.4f}", lr=f"{lr:.2e}")
-            progress["seconds"] = time.monotonic() - t0
-            if stop_after_steps is not None and progress["step"] >= stop_after_steps:
-                stopped = True
-                break
-            if rank == 0 and time.monotonic() - last_ckpt > train_cfg.checkpoint_every_s:
-                _save_resume(out, policy, optim, progress)
-                last_ckpt = time.monotonic()
-        if stopped and progress["step"] % batches_per_epoch:
-            break
-        # end of an epoch
-        sums = _all_sum(progress["epoch_sums"], world)
-        train_l1 = sums[0] / max(sums[1], 1.0)
-        val_l1 = _evaluate(policy, val_data, train_cfg.val_batch_size, rank, world)[0] if val_data else None
-        rec = {
-            "epoch": progress["step"] // batches_per_epoch,
-            "step": progress["step"],
-            "train_l1": train_l1,
-            "val_l1": val_l1,
-            "lr": lr,
-            "elapsed_s": round(time.monotonic() - t0, 2),
-        }
-        progress["history"].append(rec)
-        progress["epoch_sums"] = [0.0, 0.0]
-        say(json.dumps(rec))
-        if rank == 0:
-            _draw(progress["history"], out / "loss_curve.png")
-        if val_l1 is not None and (progress["best_val_l1"] is None or val_l1 < progress["best_val_l1"]):
-            progress["best_val_l1"] = val_l1
-            if rank == 0:
-                save_policy(
-                    out / "best", policy, training={"epoch": rec["epoch"], "step": rec["step"], "val_l1": val_l1}
-                )
-        if rank == 0 and (rec["epoch"] % train_cfg.checkpoint_every_epochs == 0 or progress["step"] == total_steps):
-            _save_resume(out, policy, optim, progress)
-            last_ckpt = time.monotonic()
-        if stopped:
-            break
-    bar.close()
-    progress["seconds"] = time.monotonic() - t0
+        return list(sampler)
+
+    hooks = LoopHooks(
+        order=order,
+        forward=forward,
+        reduce=lambda sums: _all_sum(sums, world),
+        validate=lambda: _evaluate(policy, val_data, train_cfg.val_batch_size, rank, world)[0] if val_data else None,
+        save_best=lambda info: save_policy(out / "best", policy, training=info),
+        save_resume=lambda: _save_resume(out, policy, optim, progress),
+        draw=lambda history: _draw(history, out / "loss_curve.png"),
+    )
+    run_epochs(
+        policy,
+        optim,
+        train_cfg,
+        progress,
+        hooks,
+        total_steps=total_steps,
+        batches_per_epoch=batches_per_epoch,
+        batch=per_rank,
+        stop_after_steps=stop_after_steps,
+        main=rank == 0,
+        say=say,
+        with_kl=config.use_vae,
+    )
     report = run_report(out, progress, total_steps, batches_per_epoch, base_val)
     if rank == 0:
         _save_resume(out, policy, optim, progress)

@@ -1,6 +1,6 @@
 """Train an image baseline (ACT from frames): the settings and behaviour of `policy.train_head` where they apply.
 
-AdamW, linear warm-up + cosine learning rate (`policy.train_head.lr_at`), gradient clipping, the held-out L1 per
+AdamW, linear warm-up + cosine learning rate (`policy.train_loop.lr_at`), gradient clipping, the held-out L1 per
 epoch (normalised action units, zero latent) against predicting the training-mean action, a loss-curve PNG and
 resumable checkpoints. Output directory, as for the SAM2Grasp head:
 - `policy/`: the final policy (policy/image_checkpoint.py format); `best/`: the lowest validation L1 so far;
@@ -14,10 +14,6 @@ Single process (no DDP): the baselines are reference points, trained once per da
 
 from __future__ import annotations
 
-import json
-import math
-import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,10 +29,8 @@ from policy.image_act_config import ImageACTConfig
 from policy.image_checkpoint import load_image_policy, save_image_policy
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
-from policy.train_head import HeadTrainConfig, TrainReport, lr_at, run_report, write_run_files
-
-# fields whose change makes a resume checkpoint unusable
-_RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
+from policy.train_head import RESUME_KEYS, HeadTrainConfig, TrainReport, run_report, write_run_files
+from policy.train_loop import LoopHooks, StepResult, run_epochs
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> npt.NDArray[np.int64]:
@@ -115,7 +109,7 @@ def train_image_policy(
     total_steps = train_cfg.epochs * batches_per_epoch
     fingerprint = {
         "image_act_config": config.to_dict(),
-        "train": {key: getattr(train_cfg, key) for key in _RESUME_KEYS},
+        "train": {key: getattr(train_cfg, key) for key in RESUME_KEYS},
         "train_samples": len(train_data),
     }
 
@@ -140,69 +134,35 @@ def train_image_policy(
     restore_optimizer(optim, optim_state, device)
 
     base_val = None if val_data is None else validation_l1(policy, val_data, train_cfg.val_batch_size)[1]
-    from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, initial=progress["step"], disable=not sys.stderr.isatty())
-    t0 = time.monotonic() - float(progress["seconds"])
-    last_ckpt = time.monotonic()
-    lr = lr_at(progress["step"], total_steps, train_cfg)
-    stopped = stop_after_steps is not None and progress["step"] >= stop_after_steps
-    while progress["step"] < total_steps and not stopped:
-        epoch, first = divmod(progress["step"], batches_per_epoch)
-        order = epoch_order(len(train_data), train_cfg.seed, epoch)
-        for b in range(first, batches_per_epoch):
-            step = progress["step"]
-            frames, state, tgt = train_data.batch(order[b * bsz : (b + 1) * bsz])
-            lr = lr_at(step, total_steps, train_cfg)
-            for g in optim.param_groups:
-                g["lr"] = lr
-            loss, info = policy(frames.to(device), state.to(device), tgt.to(device))
-            if not math.isfinite(info.loss):
-                raise FloatingPointError(f"non-finite loss {info} at step {step}; lower lr or check the data")
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.grad_clip)
-            optim.step()
-            sums = progress["epoch_sums"]
-            progress["epoch_sums"] = [sums[0] + info.l1, sums[1] + (info.kl or 0.0), sums[2] + 1]
-            progress["step"] = step + 1
-            progress["seconds"] = time.monotonic() - t0
-            bar.update(1)
-            bar.set_postfix(l1=f"{info.l1:.4f}", lr=f"{lr:.2e}")
-            if stop_after_steps is not None and progress["step"] >= stop_after_steps:
-                stopped = True
-                break
-            if time.monotonic() - last_ckpt > train_cfg.checkpoint_every_s:
-                _save_resume(out, policy, optim, progress)
-                last_ckpt = time.monotonic()
-        if stopped and progress["step"] % batches_per_epoch:
-            break
-        # end of an epoch
-        l1_sum, kl_sum, n = progress["epoch_sums"]
-        val_l1 = None if val_data is None else validation_l1(policy, val_data, train_cfg.val_batch_size)[0]
-        rec: dict[str, Any] = {
-            "epoch": progress["step"] // batches_per_epoch,
-            "step": progress["step"],
-            "train_l1": l1_sum / max(n, 1.0),
-            "train_kl": kl_sum / max(n, 1.0) if config.head.use_vae else None,
-            "val_l1": val_l1,
-            "lr": lr,
-            "elapsed_s": round(time.monotonic() - t0, 2),
-        }
-        progress["history"].append(rec)
-        progress["epoch_sums"] = [0.0, 0.0, 0.0]
-        say(json.dumps(rec))
-        _draw(progress["history"], out / "loss_curve.png", config.policy)
-        if val_l1 is not None and (progress["best_val_l1"] is None or val_l1 < progress["best_val_l1"]):
-            progress["best_val_l1"] = val_l1
-            save_image_policy(
-                out / "best", policy, training={"epoch": rec["epoch"], "step": rec["step"], "val_l1": val_l1}
-            )
-        if rec["epoch"] % train_cfg.checkpoint_every_epochs == 0 or progress["step"] == total_steps:
-            _save_resume(out, policy, optim, progress)
-            last_ckpt = time.monotonic()
-    bar.close()
-    progress["seconds"] = time.monotonic() - t0
+    def forward(indices: Sequence[int], _step: int) -> StepResult:
+        frames, state, tgt = train_data.batch(np.asarray(indices, dtype=np.int64))
+        loss, info = policy(frames.to(device), state.to(device), tgt.to(device))
+        return StepResult(loss, info.l1, info.kl, info.loss)
+
+    hooks = LoopHooks(
+        order=lambda epoch: epoch_order(len(train_data), train_cfg.seed, epoch).tolist(),
+        forward=forward,
+        reduce=lambda sums: sums,
+        validate=lambda: None if val_data is None else validation_l1(policy, val_data, train_cfg.val_batch_size)[0],
+        save_best=lambda info: save_image_policy(out / "best", policy, training=info),
+        save_resume=lambda: _save_resume(out, policy, optim, progress),
+        draw=lambda history: _draw(history, out / "loss_curve.png", config.policy),
+    )
+    run_epochs(
+        policy,
+        optim,
+        train_cfg,
+        progress,
+        hooks,
+        total_steps=total_steps,
+        batches_per_epoch=batches_per_epoch,
+        batch=bsz,
+        stop_after_steps=stop_after_steps,
+        main=True,
+        say=say,
+        with_kl=config.head.use_vae,
+    )
     report = run_report(out, progress, total_steps, batches_per_epoch, base_val)
     _save_resume(out, policy, optim, progress)
 

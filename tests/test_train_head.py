@@ -17,7 +17,8 @@ from policy.act import PolicyInput
 from policy.act_config import ACTConfig
 from policy.checkpoint import load_policy
 from policy.chunks import EpisodeArrays
-from policy.train_head import HeadTrainConfig, lr_at, train_head
+from policy.train_head import HeadTrainConfig, train_head
+from policy.train_loop import lr_at
 
 torch.set_num_threads(1)
 
