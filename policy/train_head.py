@@ -30,18 +30,16 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from pipeline.resume_dir import restore_optimizer, resume_run, save_resume
+from pipeline.resume_dir import save_resume
 from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 from policy.checkpoint import load_policy, save_policy
 from policy.chunks import ChunkDataset, EpisodeArrays
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
-from policy.train_loop import LoopHooks, StepResult, run_epochs
+from policy.train_loop import LoopHooks, StepResult, run_epochs, start_run
 
 # fields whose change makes a resume checkpoint unusable
-#: Training settings whose change makes a resume checkpoint unusable.
-RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
 
 
 @dataclass(frozen=True)
@@ -222,31 +220,12 @@ def train_head(
     if batches_per_epoch < 1:
         raise ValueError(f"{len(train_data)} training samples make no full global batch of {train_cfg.batch_size}")
     total_steps = train_cfg.epochs * batches_per_epoch
-    fingerprint = {
-        "act_config": config.to_dict(),
-        "train": {k: getattr(train_cfg, k) for k in RESUME_KEYS},
-        "train_samples": len(train_data),
-    }
-
     torch.manual_seed(train_cfg.seed)
-    policy = ACTPolicy(config)
-    policy.normalizer.set_stats(compute_stats(episodes_train))
-    progress: dict[str, Any] = {
-        "fingerprint": fingerprint,
-        "step": 0,
-        "history": [],
-        "seconds": 0.0,
-        "best_val_l1": None,
-        "epoch_sums": [0.0, 0.0, 0.0],  # L1 sum, KL sum, batches
-    }
-    resumed = resume_run(out, fingerprint, say)
-    optim_state: dict[str, Any] | None = None
-    if resumed is not None:
-        resume, progress, optim_state = resumed
-        policy = load_policy(resume)
-    policy.to(device).train()
-    optim = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    restore_optimizer(optim, optim_state, device)
+    fresh = ACTPolicy(config)
+    fresh.normalizer.set_stats(compute_stats(episodes_train))
+    policy, optim, progress = start_run(
+        out, "act_config", config.to_dict(), train_cfg, len(train_data), fresh, load_policy, say
+    )
     net: torch.nn.Module = policy
     if distributed:
         ids = (

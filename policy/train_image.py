@@ -22,15 +22,15 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from pipeline.resume_dir import restore_optimizer, resume_run, save_resume
+from pipeline.resume_dir import save_resume
 from policy.baseline_data import ImageChunkDataset, ImageEpisode
 from policy.image_act import ImageACTPolicy
 from policy.image_act_config import ImageACTConfig
 from policy.image_checkpoint import load_image_policy, save_image_policy
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
-from policy.train_head import RESUME_KEYS, HeadTrainConfig, TrainReport, run_report, write_run_files
-from policy.train_loop import LoopHooks, StepResult, run_epochs
+from policy.train_head import HeadTrainConfig, TrainReport, run_report, write_run_files
+from policy.train_loop import LoopHooks, StepResult, run_epochs, start_run
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> npt.NDArray[np.int64]:
@@ -107,31 +107,12 @@ def train_image_policy(
     if batches_per_epoch < 1:
         raise ValueError(f"{len(train_data)} training samples make no full batch of {bsz}; lower --batch-size")
     total_steps = train_cfg.epochs * batches_per_epoch
-    fingerprint = {
-        "image_act_config": config.to_dict(),
-        "train": {key: getattr(train_cfg, key) for key in RESUME_KEYS},
-        "train_samples": len(train_data),
-    }
-
     torch.manual_seed(train_cfg.seed)
-    policy = ImageACTPolicy(config)
-    policy.normalizer.set_stats(compute_stats([e.arrays() for e in episodes_train]))
-    progress: dict[str, Any] = {
-        "fingerprint": fingerprint,
-        "step": 0,
-        "history": [],
-        "seconds": 0.0,
-        "best_val_l1": None,
-        "epoch_sums": [0.0, 0.0, 0.0],  # L1 sum, KL sum, batches
-    }
-    resumed = resume_run(out, fingerprint, say)
-    optim_state: dict[str, Any] | None = None
-    if resumed is not None:
-        resume, progress, optim_state = resumed
-        policy = load_image_policy(resume)
-    policy.to(device).train()
-    optim = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    restore_optimizer(optim, optim_state, device)
+    fresh = ImageACTPolicy(config)
+    fresh.normalizer.set_stats(compute_stats([e.arrays() for e in episodes_train]))
+    policy, optim, progress = start_run(
+        out, "image_act_config", config.to_dict(), train_cfg, len(train_data), fresh, load_image_policy, say
+    )
 
     base_val = None if val_data is None else validation_l1(policy, val_data, train_cfg.val_batch_size)[1]
 

@@ -12,9 +12,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
+
+from pipeline.resume_dir import restore_optimizer, resume_run
 
 if TYPE_CHECKING:
     from policy.train_head import HeadTrainConfig
@@ -57,6 +60,50 @@ def lr_at(step: int, total: int, cfg: HeadTrainConfig) -> float:
     frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
     low = cfg.lr * cfg.final_lr_fraction
     return low + (cfg.lr - low) * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+
+
+#: Training settings whose change makes a resume checkpoint unusable.
+RESUME_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "final_lr_fraction", "grad_clip", "seed")
+
+P = TypeVar("P", bound=torch.nn.Module)
+
+
+def start_run(
+    out: Path,
+    config_name: str,
+    config: dict[str, Any],
+    train_cfg: HeadTrainConfig,
+    samples: int,
+    policy: P,
+    load: Callable[[Path], P],
+    say: Callable[[str], None],
+) -> tuple[P, torch.optim.Optimizer, dict[str, Any]]:
+    """The policy, its AdamW optimiser and the progress record of a run in `out`: fresh (`policy` as given), or
+    resumed from `out/resume` (weights through `load`, optimiser state, progress) when that checkpoint was
+    written for the same model config (`config_name`: `config`), training settings and sample count."""
+    fingerprint = {
+        config_name: config,
+        "train": {k: getattr(train_cfg, k) for k in RESUME_KEYS},
+        "train_samples": samples,
+    }
+    progress: dict[str, Any] = {
+        "fingerprint": fingerprint,
+        "step": 0,
+        "history": [],
+        "seconds": 0.0,
+        "best_val_l1": None,
+        "epoch_sums": [0.0, 0.0, 0.0],  # L1 sum, KL sum, batches
+    }
+    resumed = resume_run(out, fingerprint, say)
+    optim_state: dict[str, Any] | None = None
+    if resumed is not None:
+        resume, progress, optim_state = resumed
+        policy = load(resume)
+    device = torch.device(train_cfg.device)
+    policy.to(device).train()
+    optim = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    restore_optimizer(optim, optim_state, device)
+    return policy, optim, progress
 
 
 def epoch_sums(progress: dict[str, Any]) -> list[float]:
