@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY_HEAD, K, tiny_config
+from tiny_world import tiny_world
 
 from pipeline.cli import main
-from pipeline.collect import CollectConfig, collect
 from policy.act import PolicyTarget
 from policy.baseline_data import ImageChunkDataset, ImageEpisode
 from policy.checkpoint import PolicyCheckpointError, load_policy, save_policy
@@ -29,8 +29,6 @@ from policy.image_agent import ImageACTAgent, load_image_agent
 from policy.image_checkpoint import checkpoint_policy_type, load_image_policy, save_image_policy
 from policy.train_head import HeadTrainConfig
 from policy.train_image import train_image_policy
-from robot.sim.config import CellConfig
-from robot.sim.scene import SceneRequest
 
 torch.set_num_threads(1)
 
@@ -277,16 +275,8 @@ def test_image_training_resumes_exactly(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 2-episode 64x48 dataset and a (random, seeded) compact tracker checkpoint."""
-    from policy.cache import load_tracker
-    from policy.sam2_build import save_safetensors, tracker_metadata, tracker_spec
-
     root = tmp_path_factory.mktemp("baselines")
-    data = root / "ds"
-    cell = CellConfig(image_width=64, image_height=48, scene=SceneRequest(n_objects=(3, 3)))
-    collect(CollectConfig(out=data, episodes=2, seed=0, cell=cell), progress=False)
-    tracker = load_tracker("compact", image_size=64, allow_random=True, seed=0)
-    ckpt = root / "tracker.safetensors"
-    save_safetensors(tracker.model, ckpt, tracker_metadata(tracker_spec("compact", 64)))
+    data, ckpt, _ = tiny_world(root)
     return {"root": root, "data": data, "tracker": ckpt}
 
 

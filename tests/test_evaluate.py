@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_world import tiny_world
 
 from pipeline.cli import main
-from pipeline.collect import CollectConfig, collect
 from pipeline.dataset.reader import Dataset
 from pipeline.dataset.video import probe_video
 from pipeline.evaluate import SEED_BASE, EvalConfig, evaluate, run_trial
@@ -51,12 +51,7 @@ def small_config(out: Path, **kw: Any) -> EvalConfig:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Dataset + pooled2 cache + the tracker checkpoint it was cached with."""
     root = tmp_path_factory.mktemp("train_eval")
-    data = root / "ds"
-    cell = CellConfig(image_width=64, image_height=48, scene=SceneRequest(n_objects=(3, 3)))
-    collect(CollectConfig(out=data, episodes=2, seed=0, cell=cell), progress=False)
-    tracker = load_tracker("compact", image_size=64, allow_random=True, seed=0)
-    ckpt = root / "tracker.safetensors"
-    save_safetensors(tracker.model, ckpt, tracker_metadata(tracker_spec("compact", 64)))
+    data, ckpt, tracker = tiny_world(root)
     build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2")), progress=False)
     return {"root": root, "data": data, "tracker": ckpt}
 
