@@ -18,7 +18,6 @@ import argparse
 import importlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,9 +65,9 @@ def serve_child(port: int, grounding: str, pace: float) -> None:
 
 
 def start_server(grounding: str, pace: float) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from pipeline.faults.server_process import free_port
+
+    port = free_port()
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
