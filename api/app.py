@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
@@ -103,6 +106,11 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # the thread pool that runs every plain endpoint (process-wide, so set where the server's loop runs)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = config.read_threads
+        switch = sys.getswitchinterval()
+        if config.switch_interval_s is not None:
+            sys.setswitchinterval(config.switch_interval_s)
         load = getattr(the_cell, "load_agent", None)
         if config.controller == Controller.METHOD and load is not None:
             try:  # load the method's models before the first pick needs them
@@ -113,6 +121,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         try:
             yield
         finally:
+            sys.setswitchinterval(switch)
             closing.set()
             stop_lane.shutdown(wait=False)
             await asyncio.to_thread(runner.close)

@@ -37,7 +37,11 @@ class ApiConfig:
     state_dir: directory of the durable job journal (None: jobs live in memory only and a restart forgets them;
     `sam2grasp serve` passes `default_state_dir()`); job_history: finished jobs kept for GET /jobs and in the
     journal (1..100000); stream_max_viewers: most concurrent GET /stream viewers (1..64; None: the
-    SAM2GRASP_STREAM_MAX_VIEWERS environment variable, else 4).
+    SAM2GRASP_STREAM_MAX_VIEWERS environment variable, else 4); read_threads: threads serving the plain (non-async)
+    endpoints, reads mostly (1..64; Starlette's default is 40: under a flood of reads forty threads contend for
+    Python's interpreter lock with the control loop and POST /stop, which then wait their turn);
+    switch_interval_s: seconds a thread may hold the interpreter lock while others wait (`sys.setswitchinterval`,
+    set while the server runs; None keeps Python's 0.005): shorter lets a stop or a control tick in sooner.
     """
 
     backend: str = "sim"
@@ -56,6 +60,8 @@ class ApiConfig:
     state_dir: Path | None = None
     job_history: int = 1000
     stream_max_viewers: int | None = None
+    read_threads: int = 8
+    switch_interval_s: float | None = 0.001
 
     def __post_init__(self) -> None:
         if self.backend not in ("sim", "ur5e"):
@@ -74,6 +80,10 @@ class ApiConfig:
             raise ValueError(f"stream_fps must be within (0, 30], got {self.stream_fps}")
         if self.stream_max_viewers is not None:
             validate_max_viewers(self.stream_max_viewers)
+        if self.switch_interval_s is not None and not 1e-4 <= self.switch_interval_s <= 0.1:
+            raise ValueError(f"switch_interval_s must be within 0.0001..0.1 s (or None), got {self.switch_interval_s}")
+        if not 1 <= self.read_threads <= 64:
+            raise ValueError(f"read_threads must be within 1..64, got {self.read_threads}")
         if not 1 <= self.job_history <= 100_000:
             raise ValueError(f"job_history must be within 1..100000 jobs, got {self.job_history}")
         for origin in self.allowed_origins:

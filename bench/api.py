@@ -35,7 +35,9 @@ FINAL = {"succeeded", "failed", "stopped"}
 
 
 # ---------------------------------------------------------------------------------------------- server
-def serve_child(port: int, grounding: str, pace: float) -> None:
+def serve_child(
+    port: int, grounding: str, pace: float, read_threads: int = 8, switch_interval_s: float | None = 0.001
+) -> None:
     """Run the API (simulated cell, expert default controller) on 127.0.0.1:`port` until killed."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import faulthandler
@@ -53,7 +55,14 @@ def serve_child(port: int, grounding: str, pace: float) -> None:
 
     torch.set_num_threads(1)
     cell = SimCell(SimCellConfig(seed=0, pace=pace, max_pick_s=15.0))
-    config = ApiConfig(token=TOKEN, token_file=None, controller=Controller.EXPERT, queue_capacity=64)
+    config = ApiConfig(
+        token=TOKEN,
+        token_file=None,
+        controller=Controller.EXPERT,
+        queue_capacity=64,
+        read_threads=read_threads,
+        switch_interval_s=switch_interval_s,
+    )
     if grounding == "stand-in":  # the tests' stand-in: privileged simulator segmentation, not a grounder
         stand_in = importlib.import_module("fake_grounding")
         app = create_app(config, cell=cell, grounding=stand_in.fake_grounding(cell))
@@ -64,7 +73,11 @@ def serve_child(port: int, grounding: str, pace: float) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def start_server(grounding: str, pace: float) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    grounding: str, pace: float, read_threads: int = 8, switch_interval_ms: float = 1.0
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The server child on a free port; read_threads and switch_interval_ms (0 = Python's default) as in
+    `ApiConfig.read_threads` / `switch_interval_s`."""
     from pipeline.faults.server_process import free_port
 
     port = free_port()
@@ -75,6 +88,7 @@ def start_server(grounding: str, pace: float) -> tuple[subprocess.Popen[bytes], 
         "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl"),
     }
     cmd = [sys.executable, __file__, "--child", str(port), "--grounding", grounding, "--pace", str(pace)]
+    cmd += ["--read-threads", str(read_threads), "--switch-interval-ms", str(switch_interval_ms)]
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 120
@@ -224,6 +238,14 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (round(centre - half, 4), round(centre + half, 4))
 
 
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    """The server child's thread-pool and interpreter-lock settings (the benchmarks compare them)."""
+    parser.add_argument("--read-threads", type=int, default=8, help="threads for plain endpoints (default 8)")
+    parser.add_argument(
+        "--switch-interval-ms", type=float, default=1.0, help="interpreter-lock switch interval, 0 = Python's 5 ms"
+    )
+
+
 # ---------------------------------------------------------------------------------------------- report
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,12 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=50, help="held-out commands per controller (default 50)")
     parser.add_argument("--controllers", default="expert,method", help="comma-separated (default expert,method)")
     parser.add_argument("--stops", type=int, default=5, help="stop-latency repeats (default 5)")
+    add_server_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.child is not None:
-        serve_child(args.child, args.grounding, args.pace)
+        switch = args.switch_interval_ms / 1000 if args.switch_interval_ms > 0 else None
+        serve_child(args.child, args.grounding, args.pace, args.read_threads, switch)
         return 0
-    proc, url = start_server(args.grounding, args.pace)
+    proc, url = start_server(args.grounding, args.pace, args.read_threads, args.switch_interval_ms)
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
             report: dict[str, Any] = {"grounding": args.grounding, "server_pace": args.pace}

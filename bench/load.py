@@ -39,7 +39,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.api import AUTH, FINAL, reset, start_server
+from bench.api import AUTH, FINAL, add_server_args, reset, start_server
 
 #: Job states in which the arm moves for the job.
 MOVING = ("tracking", "grasping", "lifting", "placing")
@@ -418,6 +418,8 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         "burst": args.burst,
         "burst_connections": args.burst_connections,
         "server_pace": args.pace,
+        "server_read_threads": args.read_threads,
+        "server_switch_interval_ms": args.switch_interval_ms,
         "grounding": args.grounding,
         "queue_capacity": capacity,
         "first_job_moving_after_s": round(first_moving_s, 2),
@@ -449,13 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-s", type=float, default=None, help="RSS sampling period (default soak/120, >=1)")
     parser.add_argument("--pace", type=float, default=1.0, help="simulated s per wall s of the server (default 1)")
     parser.add_argument("--grounding", default="compact", help="compact (default) or stand-in (privileged, tests)")
+    add_server_args(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.interval_s = args.interval_s if args.interval_s is not None else max(1.0, args.soak_s / 120)
     if args.soak_s < 0 or args.interval_s <= 0:
         parser.error(f"--soak-s must be >= 0 and --interval-s > 0 seconds, got {args.soak_s}, {args.interval_s}")
     t0 = time.monotonic()
-    proc, url = start_server(args.grounding, args.pace)
+    proc, url = start_server(args.grounding, args.pace, args.read_threads, args.switch_interval_ms)
     server_start_s = time.monotonic() - t0
     say(f"server up in {server_start_s:.1f} s at {url}")
     try:

@@ -103,6 +103,13 @@ def add_product_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default=1000,
         help="finished jobs kept for GET /jobs and in the journal (default 1000)",
     )
+    p.add_argument(
+        "--read-threads",
+        type=int,
+        default=8,
+        help="threads serving reads and other plain endpoints (1..64, default 8; fewer keep POST /stop and the "
+        "control loop quick under a flood of reads)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("pick", help="run one command in the simulated cell", epilog=_PICK_EXAMPLES, formatter_class=fmt)
@@ -144,6 +151,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         sim=SimCellConfig(seed=args.seed, pace=args.pace, names=names),
         state_dir=args.state_dir if args.state_dir is not None else default_state_dir(),
         job_history=args.job_history,
+        read_threads=args.read_threads,
     )
     cell = None
     try:

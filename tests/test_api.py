@@ -236,3 +236,36 @@ def test_stream_health_and_page(api: tuple[TestClient, SimCell]) -> None:
     assert "STOP" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert "access-control-allow-origin" not in client.get("/health", headers={"Origin": "http://evil"}).headers
+
+
+def test_the_server_sets_its_read_threads_and_switch_interval_and_restores_the_interval() -> None:
+    import sys
+
+    import anyio.to_thread
+
+    before = sys.getswitchinterval()
+    seen: dict[str, float] = {}
+    for client, _ in make_client(read_threads=3, switch_interval_s=0.002):
+        # read on the server's event loop, where the thread pool is
+        limiter = client.portal.call(anyio.to_thread.current_default_thread_limiter)  # type: ignore[union-attr]
+        seen["tokens"] = limiter.total_tokens
+        seen["switch"] = sys.getswitchinterval()
+        assert client.get("/health").status_code == 200
+    assert seen == {"tokens": 3, "switch": pytest.approx(0.002)}
+    assert sys.getswitchinterval() == pytest.approx(before)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("read_threads", 0, "read_threads must be within 1..64"),
+        ("read_threads", 65, "read_threads must be within 1..64"),
+        ("switch_interval_s", 1.0, r"switch_interval_s must be within 0.0001..0.1 s"),
+        ("switch_interval_s", 0.0, r"switch_interval_s must be within 0.0001..0.1 s"),
+    ],
+)
+def test_server_thread_settings_are_validated(field: str, value: float, match: str) -> None:
+    from api.config import ApiConfig
+
+    with pytest.raises(ValueError, match=match):
+        ApiConfig(**{field: value})  # type: ignore[arg-type]
