@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -143,11 +144,25 @@ def test_a_binary_calibration_file_is_a_format_error_naming_it(tmp_path: Path) -
         load_calibration(path)
 
 
-def test_checkpoints_saved_before_the_digests_still_load() -> None:
-    """The shipped head predates the two digests: it loads, unchecked by them."""
-    head = ROOT / "models" / "sam2grasp_head"
-    assert "weights_sha256" not in json.loads((head / "config.json").read_text())
-    assert load_policy(head).config.feature_spec == "pooled4"
+def test_checkpoints_saved_before_the_digests_still_load(tmp_path: Path) -> None:
+    """A head saved before the two digests existed (config.json without `weights_sha256`, weights without
+    `config_sha256`) loads, unchecked by them: the shipped head with both taken out."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    legacy = tmp_path / "legacy_head"
+    shutil.copytree(ROOT / "models" / "sam2grasp_head", legacy)
+    doc = json.loads((legacy / "config.json").read_text())
+    assert "weights_sha256" in doc
+    del doc["weights_sha256"]
+    (legacy / "config.json").write_text(json.dumps(doc, indent=2))
+    weights = legacy / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+    assert "config_sha256" in meta
+    del meta["config_sha256"]
+    save_file(load_file(str(weights)), str(weights), metadata=meta)
+    assert load_policy(legacy).config.feature_spec == "pooled4"
 
 
 def test_a_bit_flip_in_a_saved_head_is_caught_by_its_digest(tmp_path: Path) -> None:
