@@ -63,14 +63,19 @@ def frames(n: int) -> Iterator[npt.NDArray[np.uint8]]:
     return (frame_at(t) for t in range(n))
 
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
+def present_model() -> torch.nn.Module:
+    """The compact model at 64 px, random weights (seed 0), object-score bias raised: the object counts as present."""
     torch.manual_seed(0)
     m = build_model(tracker_spec(COMPACT, 64))
     head: Any = m.get_submodule("sam_mask_decoder.pred_obj_score_head")
     with torch.no_grad():
-        head.layers[-1].bias.add_(5.0)  # the object counts as present
+        head.layers[-1].bias.add_(5.0)
     return m
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return present_model()
 
 
 def _stream(tracker: SAM2Tracker, n: int) -> list[TrackStep]:

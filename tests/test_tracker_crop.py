@@ -12,14 +12,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from test_tracker import BOX0, _assert_same_steps, _max_diff, frame_at, frames, true_mask
+from test_tracker import BOX0, _assert_same_steps, _max_diff, frame_at, frames, present_model, true_mask
 
 from policy.cache import cache_key, load_tracker
 from policy.cache_store import CacheKey
 from policy.features import FeatureSpec
 from policy.sam2_build import (
     COMPACT,
-    build_model,
     checkpoint_crop,
     save_safetensors,
     tracker_metadata,
@@ -42,12 +41,7 @@ CROP = (0.0, 0.1, 0.6, 0.9)
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    m = build_model(tracker_spec(COMPACT, 64))
-    head: Any = m.get_submodule("sam_mask_decoder.pred_obj_score_head")
-    with torch.no_grad():
-        head.layers[-1].bias.add_(5.0)
-    return m
+    return present_model()
 
 
 def test_crop_pixels_and_parsing() -> None:
