@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import robot.sim  # noqa: F401
+from pipeline.faults.bad_files import TINY_HEAD as FAULT_TINY_HEAD
 
 if TYPE_CHECKING:
     from policy.act_config import ACTConfig
@@ -16,17 +17,13 @@ if TYPE_CHECKING:
 #: Chunk size K of the tiny test heads.
 K = 5
 
-#: A tiny ACT head (width 32, 2 heads, one encoder and one decoder layer, no dropout) for fast tests; the feature
-#: fields (feature_spec, token_dim, n_tokens) are the caller's.
+#: A tiny ACT head (width 32, 2 heads, one encoder and one decoder layer, no dropout) for fast tests: the fault
+#: suite's tiny head without its feature fields (feature_spec, token_dim, n_tokens), which are the caller's.
 TINY_HEAD: dict[str, object] = {
-    "chunk_size": K,
-    "dim_model": 32,
-    "n_heads": 2,
-    "dim_feedforward": 64,
-    "n_encoder_layers": 1,
-    "n_decoder_layers": 1,
-    "dropout": 0.0,
+    k: v for k, v in FAULT_TINY_HEAD.items() if k not in ("feature_spec", "token_dim", "n_tokens")
 }
+if TINY_HEAD["chunk_size"] != K:
+    raise RuntimeError(f"the tiny head's chunk size {TINY_HEAD['chunk_size']} is not the tests' K = {K}")
 
 
 def tiny_config(feature_spec: str, n_tokens: int, /, **kw: object) -> ACTConfig:
