@@ -23,6 +23,7 @@ def _cmd_train_tracker(args: argparse.Namespace) -> int:
         stage2_steps=args.stage2_steps,
         stage1_batch=args.stage1_batch,
         stage2_batch=args.stage2_batch,
+        first_frame_share=args.first_frame_share,
         stage1_budget_s=args.stage1_budget_s,
         stage2_budget_s=args.stage2_budget_s,
         seed=args.seed,
@@ -320,6 +321,12 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--stage2-steps", type=int, default=2000)
     p.add_argument("--stage1-batch", type=int, default=8, help="frames per stage-1 step (default 8)")
     p.add_argument("--stage2-batch", type=int, default=2, help="clips per stage-2 step (default 2)")
+    p.add_argument(
+        "--first-frame-share",
+        type=float,
+        default=0.5,
+        help="share of stage-2 clips prompted on the episode's first frame, as at run time (default 0.5)",
+    )
     p.add_argument("--stage1-budget-s", type=float, default=0.0, help="seconds for stage 1 (0 = steps only)")
     p.add_argument("--stage2-budget-s", type=float, default=0.0, help="seconds for stage 2 (0 = steps only)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

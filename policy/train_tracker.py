@@ -50,6 +50,7 @@ class TrackerTrainConfig:
     stage2_lr: float = 3e-4
     clip_len: int = 6
     max_stride: int = 3
+    first_frame_share: float = 0.5
     black_prob: float = 0.15
     box_jitter: float = 0.1
     held_out: float = 0.1
@@ -67,6 +68,8 @@ class TrackerTrainConfig:
             raise ValueError("step counts must be >= 0 and batch sizes >= 1")
         if not 2 <= self.clip_len <= 16 or not 1 <= self.max_stride <= 8:
             raise ValueError("clip_len must be within 2..16 and max_stride within 1..8")
+        if not 0.0 <= self.first_frame_share <= 1.0:
+            raise ValueError(f"first_frame_share must be a share within [0, 1], got {self.first_frame_share}")
         if not 0 <= self.black_prob < 1 or not 0 <= self.box_jitter <= 0.5 or not 0 < self.held_out < 1:
             raise ValueError("black_prob within [0, 1), box_jitter within [0, 0.5], held_out within (0, 1)")
         if self.stage1_budget_s < 0 or self.stage2_budget_s < 0:
@@ -195,6 +198,25 @@ def stage1_step(
     return loss, float(iou[visible].mean()) if bool(visible.any()) else math.nan
 
 
+def _clip(start: int, end: int, cfg: TrackerTrainConfig, rng: np.random.Generator) -> np.ndarray | None:
+    """Frame indices of one clip within an episode's frames [start, end), or None when it is too short.
+
+    With probability `first_frame_share` the prompt is the episode's first frame, as at run time (arm at home,
+    away from the target); the tracked frames then follow it directly, or (half of those clips) come from later
+    in the episode, so that the prompt's memory alone must carry the target's identity into a changed scene.
+    Otherwise the clip starts anywhere. Frames within a clip are `stride` apart (1..max_stride)."""
+    stride = int(rng.integers(1, cfg.max_stride + 1))
+    span = (cfg.clip_len - 1) * stride
+    if end - start <= span:
+        return None
+    if rng.random() < cfg.first_frame_share:
+        rest = (cfg.clip_len - 2) * stride
+        first = start + stride if rng.random() < 0.5 else int(rng.integers(start + 1, end - rest))
+        return np.concatenate([[start], np.arange(first, first + rest + 1, stride)])
+    s = int(rng.integers(start, end - span))
+    return np.arange(s, s + span + 1, stride)
+
+
 def _sample_clips(
     data: TrackingClips, episodes: list[int], cfg: TrackerTrainConfig, rng: np.random.Generator
 ) -> np.ndarray:
@@ -202,14 +224,10 @@ def _sample_clips(
     for _ in range(cfg.stage2_batch):
         for _try in range(50):
             e = episodes[int(rng.integers(len(episodes)))]
-            start, end = data.episode_range(e)
-            stride = int(rng.integers(1, cfg.max_stride + 1))
-            span = (cfg.clip_len - 1) * stride
-            if end - start > span:
-                s = int(rng.integers(start, end - span))
-                if data.masks[s].any():  # the prompt frame must show the target
-                    clips.append(np.arange(s, s + span + 1, stride))
-                    break
+            clip = _clip(*data.episode_range(e), cfg, rng)
+            if clip is not None and data.masks[clip[0]].any():  # the prompt frame must show the target
+                clips.append(clip)
+                break
         else:
             raise ValueError("no clip with a visible target on its first frame could be drawn")
     return np.stack(clips)  # (B, K)

@@ -74,3 +74,32 @@ def test_both_stages_run_and_the_weights_record_the_crop(episodes: Path, tmp_pat
     assert again["history"] == progress["history"]
     with pytest.raises(ValueError, match=r"trained with crop .* resume with the same crop"):
         train_tracker(episodes, out, _cfg(), log=lambda _line: None)
+
+
+def test_clips_prompted_on_the_first_frame_follow_it_or_jump_later() -> None:
+    from policy.train_tracker import _clip
+
+    rng = np.random.default_rng(0)
+    cfg = _cfg(clip_len=4, max_stride=2, first_frame_share=1.0)
+    follow = jump = 0
+    for _ in range(200):
+        clip = _clip(100, 160, cfg, rng)
+        assert clip is not None
+        assert len(clip) == 4
+        assert clip[0] == 100
+        assert clip[-1] < 160
+        steps = np.diff(clip[1:])
+        assert np.all(steps == steps[0])
+        assert 1 <= steps[0] <= 2
+        if clip[1] - clip[0] == steps[0]:
+            follow += 1
+        else:
+            jump += 1
+    assert follow > 50
+    assert jump > 50
+
+    anywhere = [_clip(100, 160, _cfg(clip_len=4, first_frame_share=0.0), rng) for _ in range(100)]
+    assert sum(int(c[0]) == 100 for c in anywhere if c is not None) < 20
+    assert _clip(100, 103, cfg, rng) is None  # too short for a clip of 4 frames
+    with pytest.raises(ValueError, match="first_frame_share"):
+        _cfg(first_frame_share=1.5)
