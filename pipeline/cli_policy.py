@@ -61,10 +61,10 @@ def _cmd_eval_tracker(args: argparse.Namespace) -> int:
         print_json(dataclasses.asdict(report))
     else:
         print(f"{report.episodes} episodes, tracker step {report.step_ms:.1f} ms")
-        print("   p    mIoU  first-box  frames  recovery  absent-on-black  id-switch")
+        print("   p    mIoU  first-10  first-box  frames  recovery  absent-on-black  id-switch")
         for lv in report.levels:
             print(
-                f"{lv.occlusion:4.1f}  {lv.miou:6.3f}  {lv.baseline_miou:9.3f}  {lv.frames:6d}  "
+                f"{lv.occlusion:4.1f}  {lv.miou:6.3f}  {lv.early_miou:8.3f}  {lv.baseline_miou:9.3f}  {lv.frames:6d}  "
                 f"{lv.recovery_frames:8.2f}  {lv.absent_on_black:15.3f}  {lv.identity_switch_rate:9.3f}"
             )
     return 0

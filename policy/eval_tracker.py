@@ -1,7 +1,9 @@
 """`sam2grasp eval-tracker`: how well a tracker follows the target on held-out simulated episodes.
 
 Per occlusion level p (share of frames blacked out after the prompt frame, seeded): mean IoU of the target on
-the frames it is visible and not blacked out; recovery, the frames after a blackout ends until IoU >= 0.8 again
+the frames it is visible and not blacked out; the same over the first `EARLY_FRAMES` tracked frames alone, while the
+arm is still far from the target (a tracker that learned to follow the gripper fails exactly there); recovery,
+the frames after a blackout ends until IoU >= 0.8 again
 (a track that does not get there within 10 frames, or before the next blackout, counts as 10);
 the share of blacked-out frames the tracker calls absent; and identity switches, the share of frames in scenes
 with a same-named twin where the predicted mask sits on the twin instead of the target. A copy-the-first-box
@@ -24,6 +26,8 @@ from policy.tracker import SAM2Tracker
 #: IoU at which a track counts as recovered after a blackout; most frames counted as "not recovered".
 RECOVERED_IOU = 0.8
 RECOVERY_CAP = 10
+#: Tracked frames after the prompt whose IoU also counts in `early_miou`.
+EARLY_FRAMES = 10
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class LevelResult:
 
     occlusion: float
     miou: float
+    early_miou: float
     baseline_miou: float
     frames: int
     recovery_frames: float
@@ -92,7 +97,7 @@ def evaluate_tracker(
     levels = []
     step_times: list[float] = []
     for p in occlusions:
-        ious, base, recov, absent, switched, twin_frames = [], [], [], [], 0, 0
+        ious, early, base, recov, absent, switched, twin_frames = [], [], [], [], [], 0, 0
         for rgb, masks, box0, twins, ep_seed in loaded:
             rng = np.random.default_rng([seed, ep_seed, round(p * 1000)])
             black = rng.random(len(rgb)) < p
@@ -114,6 +119,8 @@ def evaluate_tracker(
                     continue
                 score = iou(step.mask, masks[t])
                 ious.append(score)
+                if 1 <= t <= EARLY_FRAMES:
+                    early.append(score)
                 base.append(iou(prompt, masks[t]))
                 if since_black is not None:
                     since_black += 1
@@ -131,6 +138,7 @@ def evaluate_tracker(
             LevelResult(
                 occlusion=p,
                 miou=float(np.mean(ious)) if ious else float("nan"),
+                early_miou=float(np.mean(early)) if early else float("nan"),
                 baseline_miou=float(np.mean(base)) if base else float("nan"),
                 frames=len(ious),
                 recovery_frames=float(np.mean(recov)) if recov else 0.0,
