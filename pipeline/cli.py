@@ -39,7 +39,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
         episodes=args.episodes,
         seed=args.seed,
         cell=cell,
-        expert=ExpertConfig(noise_prob=args.noise_prob),
+        expert=ExpertConfig(noise_prob=args.noise_prob, miss_prob=args.miss_prob),
         keep_failures=args.keep_failures,
     )
     report = collect(config, progress=None if not args.json else False)
@@ -108,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--control-dt", type=float, default=0.05, help="seconds per recorded step (default 0.05)")
     p.add_argument("--wrist-camera", action="store_true", help="also record the wrist camera")
     p.add_argument("--noise-prob", type=float, default=0.3, help="share of episodes with perturbations")
+    p.add_argument(
+        "--miss-prob",
+        type=float,
+        default=0.0,
+        help="share of episodes whose first grasp closes beside the target, then opens and grasps again (default 0)",
+    )
     p.add_argument("--keep-failures", action="store_true", help="also store episodes the expert failed")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_collect)

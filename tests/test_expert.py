@@ -115,6 +115,30 @@ def test_axis_yaw_error_is_zero_for_yaw_symmetric_shapes(shape: Shape) -> None:
     assert max(errors) < 1e-6
 
 
+def test_missed_grasp_episodes_close_on_nothing_then_grasp_again() -> None:
+    env = PickEnv(CellConfig(render=False, scene=SceneRequest(n_objects=(3, 6))))
+    for seed in range(3000, 3003):
+        env.reset(seed)
+        expert = ScriptedExpert(env, ExpertConfig(miss_prob=1.0))
+        expert.reset(seed)
+        steps: list[ExpertStep] = []
+        widths: list[float] = []
+        while True:
+            steps.append(expert.act())
+            _, _, terminated, truncated, info = env.step(steps[-1].executed)
+            widths.append(env.gripper_width)
+            if terminated or truncated:
+                break
+        assert info.outcome == Outcome.SUCCESS, f"seed {seed}: {info.outcome}"
+        grip = [s.label[6] for s in steps]
+        reopen = next(i for i in range(1, len(grip)) if grip[i - 1] == 0.0 and grip[i] > 0.0)
+        assert 0.0 in grip[reopen:]  # closes again after reopening
+        assert min(widths[:reopen]) < 0.004  # the first close found nothing between the fingers
+        # the first attempt is executed beside the labelled (clean) plan; the retry executes its labels
+        assert any(not np.array_equal(s.label, s.executed) for s in steps[:reopen])
+        assert all(np.array_equal(s.label, s.executed) for s in steps[reopen:])
+
+
 def test_expert_needs_a_reset_env() -> None:
     with pytest.raises(RuntimeError, match="reset"):
         ScriptedExpert(PickEnv(CellConfig(render=False))).reset(0)
@@ -127,3 +151,5 @@ def test_expert_config_validation() -> None:
         ExpertConfig(noise_prob=1.5)
     with pytest.raises(ValueError, match="descend_s"):
         ExpertConfig(descend_s=0.0)
+    with pytest.raises(ValueError, match="miss_prob"):
+        ExpertConfig(miss_prob=-0.1)

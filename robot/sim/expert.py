@@ -4,7 +4,9 @@ The expert follows a time-parameterised Cartesian plan (minimum-jerk segments, t
 taken from the object) solved to joint targets by damped least-squares IK. While approaching and descending it
 re-reads the target's pose every step, so a nudged object is followed. With probability `noise_prob` an episode
 gets smooth perturbations of the executed motion (DART-style): the recorded label stays the clean plan, so the
-data holds recoveries back onto it.
+data holds recoveries back onto it. With probability `miss_prob` the first grasp is executed beside the target and
+closes on nothing; the expert then opens, rises clear of the object and grasps again from where the arm is, so the
+data also shows what follows a missed grasp.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ class ExpertConfig:
     of every planned segment (kept under the safety layer's default 0.25 m/s cap, so a policy that imitates the
     expert is never slowed by it); min_approach_s, descend_s, close_s, lift_s: shortest seconds per phase;
     lift_height: metres the TCP rises from the grasp; noise_prob: share of episodes with perturbations;
-    noise_pos: metres, largest perturbation; noise_yaw: radians, largest yaw perturbation.
+    noise_pos: metres, largest perturbation; noise_yaw: radians, largest yaw perturbation; miss_prob: share of
+    episodes whose first grasp closes beside the target (across the finger axis, 1-2.5 cm clear of the object)
+    before the expert grasps again (these episodes get no other perturbation).
     """
 
     approach_height: float = 0.10
@@ -55,6 +59,7 @@ class ExpertConfig:
     noise_prob: float = 0.3
     noise_pos: float = 0.03
     noise_yaw: float = 0.15
+    miss_prob: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("approach_height", "max_tcp_speed", "min_approach_s", "descend_s", "close_s", "lift_s"):
@@ -64,6 +69,8 @@ class ExpertConfig:
             raise ValueError(f"lift_height must be within (0.10, 0.4] m to count as a lift, got {self.lift_height}")
         if not 0 <= self.noise_prob <= 1 or not 0 <= self.noise_pos <= 0.1 or not 0 <= self.noise_yaw <= 0.5:
             raise ValueError("noise_prob within [0, 1], noise_pos within [0, 0.1] m, noise_yaw within [0, 0.5] rad")
+        if not 0 <= self.miss_prob <= 1:
+            raise ValueError(f"miss_prob must be a share within [0, 1], got {self.miss_prob}")
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,15 @@ class ScriptedExpert:
             offset = self._rng.uniform(-cfg.noise_pos, cfg.noise_pos, size=3)
             offset[2] = abs(offset[2])  # never push down into the scene
             self._perturb = (t0, dur, offset, float(self._rng.uniform(-cfg.noise_yaw, cfg.noise_yaw)))
+        self._q_exec = self._q_label.copy()
+        self._retrying = False
+        self._miss: F64 | None = None
+        if cfg.miss_prob > 0 and self._rng.random() < cfg.miss_prob:
+            side = self._axis_yaw + math.pi / 2  # across the finger axis: both fingers come down beside the object
+            clear = max(self._shape.half_extents[:2]) + float(self._rng.uniform(0.01, 0.025))
+            sign = 1.0 if self._rng.random() < 0.5 else -1.0
+            self._miss = sign * clear * np.array([math.cos(side), math.sin(side), 0.0])
+            self._perturb = None
 
     # ------------------------------------------------------------ geometry of the grasp
     def _target_pos(self) -> F64:
@@ -173,8 +189,11 @@ class ScriptedExpert:
         t_hold = t_lift + self._lift_s
         rot = self._rotation(_min_jerk(t / self._approach_s))
         if t < t_desc:
-            s = _min_jerk(t / self._approach_s)
-            pos = self._start_pos + s * (self._pregrasp_pos() - self._start_pos)
+            u = t / self._approach_s
+            pre = self._pregrasp_pos()
+            pos = self._start_pos + _min_jerk(u) * (pre - self._start_pos)
+            if self._retrying:  # from beside the object: rise above it in the first half, before crossing it
+                pos[2] = self._start_pos[2] + _min_jerk(2 * u) * (pre[2] - self._start_pos[2])
             return pos, rot, GRIPPER_STROKE, Phase.APPROACH
         obj = self._target_pos()
         grasp = np.array([obj[0], obj[1], self._grasp_z()])
@@ -196,11 +215,18 @@ class ScriptedExpert:
         dt = self.env.config.control_dt
         self._t += dt
         pos, rot, grip, phase = self._plan(self._t)
+        if self._miss is not None and not self._retrying and phase is Phase.LIFT:
+            self._retry()  # the missed close is over: grasp again
+            pos, rot, grip, phase = self._plan(self._t)
         target = np.eye(4)
         target[:3, :3], target[:3, 3] = rot, pos
         self._q_label = self._ik(target, self._q_label)
         q_exec = self._q_label
-        if self._perturb is not None:
+        if self._miss is not None and not self._retrying:
+            missed = target.copy()
+            missed[:3, 3] += _min_jerk(self._t / self._approach_s) * self._miss
+            q_exec = self._ik(missed, self._q_exec)
+        elif self._perturb is not None:
             t0, dur, offset, dyaw = self._perturb
             if t0 <= self._t <= t0 + dur:
                 bump = math.sin(math.pi * (self._t - t0) / dur)
@@ -209,9 +235,25 @@ class ScriptedExpert:
                 c, s = math.cos(bump * dyaw), math.sin(bump * dyaw)
                 noisy[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ rot
                 q_exec = self._ik(noisy, self._q_label)
+        self._q_exec = q_exec
         label = np.append(self._q_label, grip).astype(np.float32)
         executed = np.append(q_exec, grip).astype(np.float32)
         return ExpertStep(label, executed, phase)
+
+    def _retry(self) -> None:
+        """Plan a new grasp from where the arm really is after the missed close (the gripper opens at once)."""
+        cfg = self.config
+        self._retrying = True
+        self._q_label = self._q_exec.copy()
+        start = forward(self._q_label, TCP_OFFSET)
+        self._start_pos, self._start_rot = start[:3, 3].copy(), start[:3, :3].copy()
+        self._t = self.env.config.control_dt
+        self._grasp_pos = None
+        pre = self._pregrasp_pos()
+        # the rise takes half the approach: size the approach so that the rise also keeps the speed cap
+        dist = max(float(np.linalg.norm(pre - self._start_pos)), 2.0 * abs(float(pre[2] - self._start_pos[2])))
+        self._approach_s = max(cfg.min_approach_s, _MIN_JERK_PEAK * dist / cfg.max_tcp_speed)
+        self._axis_yaw = self._choose_axis_yaw()
 
     @staticmethod
     def _ik(target: F64, q_init: F64) -> F64:
