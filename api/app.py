@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.auth import BearerAuth, resolve_token
 from api.config import ApiConfig
+from api.early_stop import EarlyStop, stop_now
 from api.errors import install_error_handlers
 from api.events import EventBus
 from api.middleware import BodyLimit, SecurityHeaders
@@ -102,6 +103,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         runner.restore(replay.jobs)
     closing = threading.Event()
     stop_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stop")
+    early_stop = EarlyStop(runner.stop, stop_lane)
     viewers = ViewerGate(config.stream_max_viewers or max_viewers_from_env())
 
     @asynccontextmanager
@@ -138,6 +140,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
     )
     app.state.runner, app.state.cell, app.state.bus, app.state.config = runner, the_cell, bus, config
     app.state.journal_replay = replay  # what the journal held at start (None without a state directory)
+    app.state.early_stop = early_stop  # serve with api.early_stop.protocol_for(app) so stops start at the socket
     install_error_handlers(app)
     if config.allowed_origins:
         app.add_middleware(
@@ -212,8 +215,9 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
     async def stop() -> dict[str, Any]:
         """Halt all motion now and cancel every waiting job. Always accepted, no token needed."""
         # a lane of its own: behind the thread pool that serves every other endpoint, a stop would wait for the
-        # reads queued ahead of it when many clients poll
-        report = await asyncio.get_running_loop().run_in_executor(stop_lane, runner.stop)
+        # reads queued ahead of it when many clients poll; served with `api.early_stop.protocol_for(app)`, the halt
+        # has already started when the bytes of this request arrived
+        report = await stop_now(early_stop, runner, stop_lane)
         return {
             "halted": True,
             "halt_s": round(report.halt_s, 6),

@@ -49,6 +49,7 @@ def serve_child(
 
     from api.app import create_app
     from api.config import ApiConfig
+    from api.early_stop import protocol_for
     from pipeline.jobs.sim_cell import SimCell
     from pipeline.jobs.sim_config import SimCellConfig
     from pipeline.jobs.state import Controller
@@ -70,7 +71,7 @@ def serve_child(
         from pipeline.jobs.grounding_port import load_grounding
 
         app = create_app(config, cell=cell, grounding=load_grounding(grounding))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", http=protocol_for(app))
 
 
 def start_server(

@@ -135,6 +135,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from api.app import create_app
     from api.config import ApiConfig, default_state_dir
+    from api.early_stop import protocol_for
     from pipeline.jobs.cell import CellUnavailable
     from pipeline.jobs.grounding_port import GroundingUnavailable
     from pipeline.jobs.sim_config import SimCellConfig
@@ -173,7 +174,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         note = f", {len(replay.interrupted)} interrupted by the last stop" if replay.interrupted else ""
         print(f"sam2grasp: job journal {replay.path}: {len(replay.jobs)} jobs{note}", flush=True)
     print(f"sam2grasp: serving the {args.backend} cell on http://{args.host}:{args.port}/", flush=True)
-    server_config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=3)
+    server_config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        timeout_graceful_shutdown=3,
+        http=protocol_for(app),  # a stop's halt starts as its bytes arrive
+    )
     try:
         _halting_server(server_config, app.state.runner).run()
     finally:

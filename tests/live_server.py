@@ -10,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from api.early_stop import protocol_for
 from pipeline.faults.server_process import free_port
 
 __all__ = ["free_port", "running"]
@@ -19,9 +20,10 @@ __all__ = ["free_port", "running"]
 def running(app: Any, start_timeout_s: float = 20.0) -> Iterator[int]:
     """Serve `app` on 127.0.0.1 until the block ends; yields the port (start_timeout_s: seconds to wait)."""
     port = free_port()
-    srv = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1)
+    if getattr(app.state, "early_stop", None) is not None:  # served as `sam2grasp serve` serves it
+        config.http = protocol_for(app)
+    srv = uvicorn.Server(config)
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     try:
