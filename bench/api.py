@@ -36,9 +36,15 @@ FINAL = {"succeeded", "failed", "stopped"}
 
 # ---------------------------------------------------------------------------------------------- server
 def serve_child(
-    port: int, grounding: str, pace: float, read_threads: int = 8, switch_interval_s: float | None = 0.001
+    port: int,
+    grounding: str,
+    pace: float,
+    read_threads: int = 8,
+    switch_interval_s: float | None = 0.001,
+    early_stop: bool = True,
 ) -> None:
-    """Run the API (simulated cell, expert default controller) on 127.0.0.1:`port` until killed."""
+    """Run the API (simulated cell, expert default controller) on 127.0.0.1:`port` until killed; early_stop:
+    serve with the stop-at-socket protocol as `sam2grasp serve` does (False: uvicorn's plain protocol)."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import faulthandler
     import signal
@@ -71,14 +77,15 @@ def serve_child(
         from pipeline.jobs.grounding_port import load_grounding
 
         app = create_app(config, cell=cell, grounding=load_grounding(grounding))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", http=protocol_for(app))
+    http = protocol_for(app) if early_stop else "auto"
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", http=http)
 
 
 def start_server(
-    grounding: str, pace: float, read_threads: int = 8, switch_interval_ms: float = 1.0
+    grounding: str, pace: float, read_threads: int = 8, switch_interval_ms: float = 1.0, early_stop: bool = True
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The server child on a free port; read_threads and switch_interval_ms (0 = Python's default) as in
-    `ApiConfig.read_threads` / `switch_interval_s`."""
+    `ApiConfig.read_threads` / `switch_interval_s`; early_stop as in `serve_child`."""
     from pipeline.faults.server_process import free_port
 
     port = free_port()
@@ -90,6 +97,7 @@ def start_server(
     }
     cmd = [sys.executable, __file__, "--child", str(port), "--grounding", grounding, "--pace", str(pace)]
     cmd += ["--read-threads", str(read_threads), "--switch-interval-ms", str(switch_interval_ms)]
+    cmd += [] if early_stop else ["--plain-protocol"]
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 120
@@ -245,6 +253,11 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--switch-interval-ms", type=float, default=1.0, help="interpreter-lock switch interval, 0 = Python's 5 ms"
     )
+    parser.add_argument(
+        "--plain-protocol",
+        action="store_true",
+        help="serve with uvicorn's plain HTTP protocol instead of the stop-at-socket one (for comparison)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -261,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child is not None:
         switch = args.switch_interval_ms / 1000 if args.switch_interval_ms > 0 else None
-        serve_child(args.child, args.grounding, args.pace, args.read_threads, switch)
+        serve_child(args.child, args.grounding, args.pace, args.read_threads, switch, not args.plain_protocol)
         return 0
-    proc, url = start_server(args.grounding, args.pace, args.read_threads, args.switch_interval_ms)
+    proc, url = start_server(
+        args.grounding, args.pace, args.read_threads, args.switch_interval_ms, not args.plain_protocol
+    )
     try:
         with httpx.Client(base_url=url, timeout=30) as client:
             report: dict[str, Any] = {"grounding": args.grounding, "server_pace": args.pace}

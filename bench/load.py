@@ -420,6 +420,7 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         "server_pace": args.pace,
         "server_read_threads": args.read_threads,
         "server_switch_interval_ms": args.switch_interval_ms,
+        "server_stop_at_socket": not args.plain_protocol,
         "grounding": args.grounding,
         "queue_capacity": capacity,
         "first_job_moving_after_s": round(first_moving_s, 2),
@@ -458,7 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.soak_s < 0 or args.interval_s <= 0:
         parser.error(f"--soak-s must be >= 0 and --interval-s > 0 seconds, got {args.soak_s}, {args.interval_s}")
     t0 = time.monotonic()
-    proc, url = start_server(args.grounding, args.pace, args.read_threads, args.switch_interval_ms)
+    proc, url = start_server(
+        args.grounding, args.pace, args.read_threads, args.switch_interval_ms, not args.plain_protocol
+    )
     server_start_s = time.monotonic() - t0
     say(f"server up in {server_start_s:.1f} s at {url}")
     try:
