@@ -3,8 +3,8 @@
 Per occlusion level p (share of frames blacked out after the prompt frame, seeded): mean IoU of the target on
 the frames it is visible and not blacked out; the same over the first `EARLY_FRAMES` tracked frames alone, while the
 arm is still far from the target (a tracker that learned to follow the gripper fails exactly there); recovery,
-the frames after a blackout ends until IoU >= 0.8 again
-(a track that does not get there within 10 frames, or before the next blackout, counts as 10);
+the frames after a blackout ends until IoU >= 0.8 again (a track that does not get there within 10 frames, or
+before the next blackout, counts as 10);
 the share of blacked-out frames the tracker calls absent; and identity switches, the share of frames in scenes
 with a same-named twin where the predicted mask sits on the twin instead of the target. A copy-the-first-box
 baseline (the prompt box, held still) is measured on the same frames.
