@@ -242,6 +242,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             if tracker_ckpt is None:
                 raise ValueError("a sam2grasp policy needs --tracker-checkpoint (the tracker its features came from)")
             agent = load_agent(Path(args.policy), tracker_ckpt, args.tracker, args.image_size, device=device)
+            agent.coast_unseen = not args.no_coast
         else:
             agent = load_image_agent(Path(args.policy), tracker_ckpt, args.tracker, args.image_size, device=device)
             if agent.tracker is None:
@@ -288,7 +289,11 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="weights (.safetensors, or an official .pt)")
     p.add_argument("--allow-random", action="store_true", help="cache with random weights (tests, benchmarks)")
     p.add_argument("--seed", type=int, default=0, help="torch seed of the random init (with --allow-random)")
-    p.add_argument("--features", default="pooled4", help="feature spec: pooledN, masked, pointer (default pooled4)")
+    p.add_argument(
+        "--features",
+        default="pooled4",
+        help="feature spec: pooledN, masked or pointer; +shape adds the mask's orientation moments (default pooled4)",
+    )
     p.add_argument("--memory-frames", type=int, default=15, help="tracker memory besides the prompt (default 15)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="tracker precision")
     p.add_argument("--encode-batch", type=int, default=8, help="frames per image-encoder batch (default 8)")
@@ -418,6 +423,12 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--out", default="runs/eval", help="directory for results.json, the plot, videos")
     p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds per trial (default 15)")
     p.add_argument("--latency", action="store_true", help="let the sim run on during inference (else lockstep)")
+    p.add_argument(
+        "--no-coast",
+        action="store_true",
+        help="sam2grasp: ask the head on frames where the tracker does not see the target (default: coast on the "
+        "chunks already predicted)",
+    )
     _add_device_args(p, "cpu", "tracker and head: cpu, cuda, cuda:N or auto (default cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_eval)

@@ -28,7 +28,8 @@ class TrialResult:
     """One trial: its scene seed, outcome, control steps sent, simulated seconds, mean agent step (ms), share of
     tracker steps with the target visible, share of frames blacked out, steps clamped by the safety layer, IK
     failures (ee mode), extra steps executed while waiting for inference (latency mode), the agent error (for
-    failed_input) and the video written (if any)."""
+    failed_input), the video written (if any) and the steps taken from earlier chunks on frames where the target
+    was not seen (SAM2Grasp's coasting)."""
 
     seed: int
     outcome: str
@@ -42,6 +43,7 @@ class TrialResult:
     latency_steps: int
     error: str | None = None
     video: str | None = None
+    coasted_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,9 @@ class EvalReport:
     layer over the run, by kind (joint_step, tcp_speed, workspace, ...); perception: "tracker" (the method) or
     "oracle" (the simulator's true masks in place of the tracker's: an upper bound, not the method), "none" for an
     image baseline without a tracker; policy_type: which policy ran ("sam2grasp", "act", "act-cvae",
-    "act-cvae-condition"); feature_spec: its input (a SAM2 feature spec, or "rgbWxH[+box]" for a baseline)."""
+    "act-cvae-condition"); feature_spec: its input (a SAM2 feature spec, or "rgbWxH[+box]" for a baseline);
+    coast_unseen: SAM2Grasp took the actions of frames where the target was not seen from earlier chunks (see
+    `SAM2GraspAgent`), False for a baseline."""
 
     policy: str
     tracker_checkpoint: str
@@ -96,6 +100,7 @@ class EvalReport:
     plot: str
     seconds: float
     policy_type: str = "sam2grasp"
+    coast_unseen: bool = False
 
 
 def level_result(p: float, results: list[TrialResult], videos: list[str]) -> LevelResult:

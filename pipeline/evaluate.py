@@ -262,6 +262,7 @@ def run_trial(
         ik_failures=trial.ik_failures,
         latency_steps=trial.latency_steps,
         error=error,
+        coasted_steps=int(getattr(agent, "coasted", 0)),
     )
 
 
@@ -381,6 +382,7 @@ def evaluate(
         plot=str(plot),
         seconds=time.perf_counter() - start,
         policy_type=desc["policy_type"],
+        coast_unseen=bool(getattr(agent, "coast_unseen", False)),
     )
     write_json(out / "results.json", asdict(report), default=str)
     return report

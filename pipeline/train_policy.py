@@ -280,13 +280,14 @@ def train_policy(
     cache = find_cache(data, config.features, config.cache)
     n_tokens, channels = cache.token_shape
     head_fields = dict(config.head or {})
-    fixed = {"feature_spec", "token_dim", "n_tokens", "action_mode"} & set(head_fields)
+    fixed = {"feature_spec", "token_dim", "n_tokens", "extras_dim", "action_mode"} & set(head_fields)
     if fixed:
         raise ValueError(f"head settings {sorted(fixed)} come from the cache and --action-mode; remove them")
     act_config = ACTConfig(
         feature_spec=cache.spec.name,
         token_dim=channels,
         n_tokens=n_tokens,
+        extras_dim=cache.spec.extras_dim,
         action_mode=config.action_mode,
         **head_fields,
     )

@@ -342,5 +342,20 @@ class ACTPolicy(nn.Module):
         self._step += 1
         return temporal_ensemble(preds, m)
 
+    def coast(self) -> torch.Tensor | None:
+        """The next action (A,) from the chunks already predicted, without a new observation, or None when none of
+        them reaches this step: with ensembling, the weighted mean of every earlier chunk's prediction for this
+        step; without, the next queued action. For frames on which the target is not seen (occlusion), whose
+        features the head was not trained on."""
+        m = self.config.temporal_ensemble_coeff
+        if m is None:
+            return self._queue.popleft() if self._queue else None
+        self._chunks = [(s, c) for s, c in self._chunks if self._step - s < self.config.chunk_size]
+        if not self._chunks:
+            return None
+        preds = torch.stack([c[self._step - s] for s, c in self._chunks])  # oldest first
+        self._step += 1
+        return temporal_ensemble(preds, m)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())

@@ -22,7 +22,8 @@ ACTION_MODES: tuple[str, ...] = ("joint", "ee")
 class ACTConfig:
     """Sizes and options of the ACT head.
 
-    feature_spec: the F_t spec name ("pooled4", "masked", "pointer", ...); `n_tokens` must match it.
+    feature_spec: the F_t spec name ("pooled4", "masked", "pointer", "pooled4+shape", ...); `n_tokens` and
+        `extras_dim` must match it.
     token_dim: channels C of each token (64 for the compact tracker, 256 for official SAM2).
     chunk_size: K, actions predicted per call.
     n_action_steps: actions `select_action` takes from each chunk before predicting the next one
@@ -88,6 +89,11 @@ class ACTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ACTConfig.{name} must be an integer >= 1, got {value!r}")
+        if self.extras_dim != spec.extras_dim:
+            raise ValueError(
+                f"ACTConfig.extras_dim={self.extras_dim} does not match feature spec {self.feature_spec!r}, "
+                f"which gives {spec.extras_dim} extras per frame"
+            )
         if self.dim_model % self.n_heads:
             raise ValueError(
                 f"ACTConfig.dim_model={self.dim_model} must be divisible by n_heads={self.n_heads}; "

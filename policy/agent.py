@@ -52,9 +52,15 @@ def _state(state: npt.ArrayLike, dim: int) -> npt.NDArray[np.float32]:
 
 
 class SAM2GraspAgent:
-    """A frozen SAM2 tracker, a feature spec and an ACT head trained on that spec's features of that tracker."""
+    """A frozen SAM2 tracker, a feature spec and an ACT head trained on that spec's features of that tracker.
 
-    def __init__(self, tracker: SAM2Tracker, spec: FeatureSpec, head: ACTPolicy) -> None:
+    coast_unseen: on a frame where the tracker does not see the target (object score at or below its threshold:
+    occlusion, a black frame), `act` takes the next action from the chunks already predicted (`ACTPolicy.coast`)
+    instead of asking the head about features it never saw in training; once no earlier chunk reaches the step,
+    the head predicts as usual. Long losses are the perception watch's business.
+    """
+
+    def __init__(self, tracker: SAM2Tracker, spec: FeatureSpec, head: ACTPolicy, coast_unseen: bool = True) -> None:
         cfg = head.config
         if cfg.feature_spec != spec.name:
             raise ValueError(
@@ -71,7 +77,10 @@ class SAM2GraspAgent:
         self.tracker = tracker
         self.spec = spec
         self.head = head.eval()
+        self.coast_unseen = coast_unseen
         self.last_step: TrackStep | None = None
+        #: actions taken from earlier chunks on unseen frames since the last `start`
+        self.coasted = 0
 
     @property
     def action_mode(self) -> str:
@@ -95,6 +104,12 @@ class SAM2GraspAgent:
         """Track the target into `frame` and return the next action (7,) and the tracker's step (mask: as `start`)."""
         s = _state(state, self.head.config.state_dim)
         step = self.tracker.step(_rgb(frame), mask)
+        if self.coast_unseen and not step.visible:
+            coasted = self.head.coast()
+            if coasted is not None:
+                self.last_step = step
+                self.coasted += 1
+                return self._checked(coasted.detach().cpu().numpy(), (self.head.config.action_dim,)), step
         return self._select(step, s), step
 
     # ------------------------------------------------------------------ whole chunks (threaded runtime)
@@ -117,6 +132,7 @@ class SAM2GraspAgent:
         s = _state(state, self.head.config.state_dim)
         step = self.tracker.start(_rgb(frame), box, mask)
         self.head.reset()
+        self.coasted = 0
         return step, s
 
     def _input(self, step: TrackStep, state: npt.NDArray[np.float32]) -> PolicyInput:
@@ -179,6 +195,12 @@ class AgentChunkPredictor:
     def last_step(self) -> TrackStep | None:
         """The tracker's last step (mask, box, score) for overlays."""
         return self.agent.last_step
+
+    @property
+    def coast_unseen(self) -> bool:
+        """The agent's `coast_unseen`: the policy loop leaves out chunks from frames where the target was not seen
+        while earlier chunks still cover the tick."""
+        return self.agent.coast_unseen
 
     def predict(self, frame: Any, state: npt.NDArray[Any]) -> F64:
         """(K, 7) joint targets + gripper opening for the K ticks from this observation on."""

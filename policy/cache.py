@@ -35,7 +35,7 @@ from policy.cache_store import (
     episode_file,
     episode_sha256,
 )
-from policy.features import EXTRAS_DIM, FeatureSpec, extract, parse_feature_spec
+from policy.features import FeatureSpec, extract, parse_feature_spec
 from policy.sam2_build import build_sam2, checkpoint_crop, format_crop, tracker_spec
 from policy.tracker import SAM2Tracker, TrackerConfig, TrackerInputError
 
@@ -241,7 +241,7 @@ def track_episode(
 
     masks = (true_mask(t) for t in range(length)) if tracker.config.oracle else None
     out: dict[str, npt.NDArray[Any]] = {
-        "extras": np.zeros((length, EXTRAS_DIM), np.float32),
+        "extras": np.zeros((length, spec.extras_dim), np.float32),
         "boxes": np.zeros((length, 4), np.float32),
         "scores": np.zeros(length, np.float32),
     }
@@ -329,7 +329,7 @@ def build_cache(
         for e in mine:
             episode_hash = hashes[e] = episode_sha256(dataset, e)
             path = episode_file(directory, e)
-            if _stale_reason(path, key.digest, episode_hash, lengths[e]) is not None:
+            if _stale_reason(path, key.digest, episode_hash, lengths[e], spec.extras_dim) is not None:
                 arrays = track_episode(dataset, e, tracker, spec, key.occlusion)
                 meta = {"format": str(CACHE_FORMAT), "key": key.digest, "episode": str(e)}
                 meta |= {"episode_hash": episode_hash, "frames": str(lengths[e]), "features": key.features}
@@ -415,6 +415,7 @@ def merge_cache(data: Path, directory: Path, *, hashes: dict[int, str] | None = 
         keys = sorted(p.name for p in root.glob("*") if (p / MANIFEST).is_file()) if root.is_dir() else []
         raise CacheError(f"no cache at {directory} (no {MANIFEST}); caches under {root}: {keys or 'none'}")
     key = CacheKey.from_manifest(doc, directory / MANIFEST)
+    extras_dim = parse_feature_spec(key.features).extras_dim
     dataset = Dataset(data)
     problems: dict[int, str] = {}
     entries: list[dict[str, Any]] = []
@@ -423,7 +424,7 @@ def merge_cache(data: Path, directory: Path, *, hashes: dict[int, str] | None = 
         length = dataset.episode_meta(e).length
         episode_hash = (hashes or {}).get(e) or episode_sha256(dataset, e)
         path = episode_file(directory, e)
-        reason = _stale_reason(path, key.digest, episode_hash, length)
+        reason = _stale_reason(path, key.digest, episode_hash, length, extras_dim)
         if reason is not None:
             problems[e] = reason
             continue

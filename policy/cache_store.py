@@ -1,7 +1,7 @@
 """On-disk format and reader of the offline feature cache (built by `policy.cache`).
 
 Layout of a cache directory `<root>/<key>/` (root defaults to `<DATA>/cache`):
-- `ep-XXXXXX.safetensors`, one per episode: `tokens` (T, n, C) float16, `extras` (T, 7) float32 (see
+- `ep-XXXXXX.safetensors`, one per episode: `tokens` (T, n, C) float16, `extras` (T, 7 or 11) float32 (see
   `policy.features`), `boxes` (T, 4) float32 mask boxes in frame pixels, `scores` (T,) float32 object-score logits;
   string metadata: format, key, episode index, episode hash, frames.
 - `manifest.json`: the key's fields; once complete (after a run without a shard, or `merge_cache`), also the
@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from pipeline.dataset.layout import DATA_PATH, FRONT_KEY, VIDEO_PATH, episode_path
 from pipeline.dataset.reader import Dataset
-from policy.features import EXTRAS_DIM, FeatureSpec, parse_feature_spec
+from policy.features import FeatureSpec, parse_feature_spec
 
 #: Bumped whenever stored numbers would change for the same inputs (feature extraction, file contents).
 CACHE_FORMAT = 1
@@ -130,8 +130,9 @@ def _read_header(path: Path) -> tuple[dict[str, str], dict[str, list[int]]] | No
         return None
 
 
-def _stale_reason(path: Path, key: str, episode_hash: str, frames: int) -> str | None:
-    """None when `path` holds this episode's features under `key`; otherwise why it cannot be used."""
+def _stale_reason(path: Path, key: str, episode_hash: str, frames: int, extras_dim: int) -> str | None:
+    """None when `path` holds this episode's features under `key` (`extras_dim` extras a frame); otherwise why it
+    cannot be used."""
     header = _read_header(path)
     if header is None:
         return "missing" if not path.exists() else "unreadable"
@@ -140,7 +141,7 @@ def _stale_reason(path: Path, key: str, episode_hash: str, frames: int) -> str |
         return f"written under another key ({meta.get('key')})"
     if meta.get("episode_hash") != episode_hash:
         return "stale: the episode changed since it was cached"
-    expected = {"extras": [frames, EXTRAS_DIM], "boxes": [frames, 4], "scores": [frames]}
+    expected = {"extras": [frames, extras_dim], "boxes": [frames, 4], "scores": [frames]}
     if sorted(shapes) != sorted(_TENSORS) or any(shapes[k] != v for k, v in expected.items()):
         return f"holds {shapes}, expected {frames} frames of {', '.join(_TENSORS)}"
     if len(shapes["tokens"]) != 3 or shapes["tokens"][0] != frames:
@@ -162,7 +163,7 @@ def _read_json(path: Path) -> Any:
 
 @dataclass(frozen=True)
 class CachedEpisode:
-    """Cached F_t of one episode: tokens (T, n, C) float16 or float32, extras (T, 7) float32, boxes (T, 4)
+    """Cached F_t of one episode: tokens (T, n, C) float16 or float32, extras (T, 7 or 11) float32, boxes (T, 4)
     float32 mask boxes in frame pixels, scores (T,) float32 object-score logits."""
 
     episode: int
@@ -215,7 +216,9 @@ class FeatureCache:
             held = f"{min(self._entries)}..{max(self._entries)}" if self._entries else "none"
             raise CacheError(f"episode {episode} is not in the cache {self.path} (episodes {held})")
         path = episode_file(self.path, episode)
-        reason = _stale_reason(path, self.key.digest, str(entry["episode_hash"]), int(entry["frames"]))
+        reason = _stale_reason(
+            path, self.key.digest, str(entry["episode_hash"]), int(entry["frames"]), self.spec.extras_dim
+        )
         if reason is not None:
             raise CacheError(f"{path}: {reason} since the manifest was written; rerun `sam2grasp cache` and merge")
         from safetensors.numpy import load_file

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from policy.act_config import ACTConfig
+from policy.features import EXTRAS_DIM
 from policy.image_encoder import map_size
 
 #: The baselines `sam2grasp train --policy` builds from frames.
@@ -50,8 +51,11 @@ class TokenMapACTConfig(ACTConfig):
         n = self.n_tokens
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"TokenMapACTConfig.n_tokens must be an integer >= 1, got {n!r}")
-        # the other fields under the feature head's rules ("pointer" is a spec of one token)
-        ACTConfig(**{**asdict(self), "feature_spec": "pointer", "n_tokens": 1})
+        e = self.extras_dim
+        if isinstance(e, bool) or not isinstance(e, int) or e < 1:
+            raise ValueError(f"TokenMapACTConfig.extras_dim must be an integer >= 1, got {e!r}")
+        # the other fields under the feature head's rules ("pointer" is a spec of one token and 7 extras)
+        ACTConfig(**{**asdict(self), "feature_spec": "pointer", "n_tokens": 1, "extras_dim": EXTRAS_DIM})
 
 
 def parse_image_size(text: str) -> tuple[int, int]:

@@ -135,6 +135,9 @@ def test_config_validation_and_json() -> None:
         tiny(n_tokens=17)
     with pytest.raises(ValueError, match="unknown feature spec"):
         tiny(feature_spec="pooledX")
+    with pytest.raises(ValueError, match=r"extras_dim=7 does not match feature spec 'masked\+shape', which gives 11"):
+        tiny(feature_spec="masked+shape")
+    assert tiny(feature_spec="masked+shape", extras_dim=11).extras_dim == 11
     with pytest.raises(ValueError, match="divisible by n_heads"):
         tiny(n_heads=5)
     with pytest.raises(ValueError, match="n_action_steps"):
@@ -310,3 +313,39 @@ def test_chunk_dataset_padding_collate_and_split() -> None:
         EpisodeArrays(np.zeros((3, 8)), np.zeros((3, 7)), np.zeros((3, 7)), np.zeros((3, 7)))
     with pytest.raises(ValueError, match=r"state must be \(T=3"):
         EpisodeArrays(np.zeros((3, 3, 8), np.float32), np.zeros((3, 7)), np.zeros((2, 7)), np.zeros((3, 7)))
+
+
+def test_coast_ensembles_earlier_chunks_without_a_new_observation() -> None:
+    """Steps 0-2 observe, steps 3.. coast: each coasted action is the weighted mean of the chunks of steps 0-2 for
+    that step, until none reaches it (step K + 2): then None, and the next observation predicts again."""
+    torch.manual_seed(0)
+    m = 0.3
+    policy = ACTPolicy(tiny(temporal_ensemble_coeff=m)).eval()
+    assert policy.coast() is None  # nothing predicted yet
+    obs = [batch(1, seed=s)[0] for s in range(3)]
+    chunks = [policy.predict_action_chunk(o)[0] for o in obs]
+    for o in obs:
+        policy.select_action(o)
+    for t in range(3, K + 2):
+        preds = [chunks[s][t - s] for s in range(3) if t - s < K]
+        w = np.exp(-m * np.arange(len(preds)))
+        want = sum(wi * p for wi, p in zip(w, preds, strict=True)) / w.sum()
+        got = policy.coast()
+        assert got is not None
+        torch.testing.assert_close(got, want.float(), atol=1e-6, rtol=1e-5)
+    assert policy.coast() is None
+    fresh = batch(1, seed=9)[0]
+    torch.testing.assert_close(policy.select_action(fresh), policy.predict_action_chunk(fresh)[0, 0])
+
+
+def test_coast_without_ensembling_pops_the_queue() -> None:
+    torch.manual_seed(0)
+    policy = ACTPolicy(tiny()).eval()
+    o = batch(1, seed=0)[0]
+    chunk = policy.predict_action_chunk(o)[0]
+    torch.testing.assert_close(policy.select_action(o), chunk[0])
+    for i in range(1, K):
+        got = policy.coast()
+        assert got is not None
+        torch.testing.assert_close(got, chunk[i])
+    assert policy.coast() is None

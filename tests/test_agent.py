@@ -201,3 +201,40 @@ def test_chunk_predictor_drives_the_lockstep_runtime(tracker: SAM2Tracker) -> No
     assert result.chunks == 2
     assert predictor.last_step is not None
     assert predictor.last_step.index == 1
+
+
+def test_unseen_frames_coast_on_earlier_chunks(tracker: SAM2Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame whose tracker step is not visible takes its action from the chunks already predicted (the head is
+    not asked); with coast_unseen False, or once no chunk reaches the step, the head predicts as on any frame."""
+    head = tiny_head(temporal_ensemble_coeff=0.01)
+    agent = SAM2GraspAgent(tracker, parse_feature_spec("pooled2"), head)
+    fs = frames(K + 3)
+    calls: list[int] = []
+    original = head.predict_action_chunk
+
+    def counting(inp: object) -> torch.Tensor:
+        calls.append(1)
+        return original(inp)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(head, "predict_action_chunk", counting)
+    agent.start(fs[0], BOX, STATE)
+    step_fn = tracker.step
+
+    def unseen(frame: np.ndarray, mask: object = None) -> object:
+        out = step_fn(frame, mask)  # type: ignore[arg-type]
+        return type(out)(out.index, out.mask, out.box, -5.0, False, out.raw)
+
+    monkeypatch.setattr(tracker, "step", unseen)
+    expected = head._chunks[0][1]  # the chunk of the prompt frame, the only one to coast on
+    for t in range(1, K):
+        action, step = agent.act(fs[t], STATE)
+        assert not step.visible
+        np.testing.assert_allclose(action, expected[t].numpy(), rtol=1e-6)
+    assert (len(calls), agent.coasted) == (1, K - 1)
+    agent.act(fs[K], STATE)  # no chunk reaches step K: the head predicts
+    assert len(calls) == 2
+    agent.coast_unseen = False
+    agent.act(fs[K + 1], STATE)
+    assert (len(calls), agent.coasted) == (3, K - 1)
+    agent.start(fs[0], BOX, STATE)
+    assert agent.coasted == 0

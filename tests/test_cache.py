@@ -165,6 +165,13 @@ def test_changed_spec_or_image_size_is_another_key(data: Path, tracker: SAM2Trac
     assert masked.key != base.key
     assert masked.computed == 3
     assert FeatureCache(Path(masked.path)).load(0).tokens.shape == (6, 3, 64)
+    shape_key = cache_key("compact", tracker, parse_feature_spec("pooled4+shape"))
+    shaped = build_cache(data, tracker, shape_key, progress=False)
+    assert shaped.key not in (base.key, masked.key)
+    plain, extra = FeatureCache(Path(base.path)).load(0), FeatureCache(Path(shaped.path)).load(0)
+    assert extra.extras.shape == (6, 11)  # the plain extras and the mask's four shape moments
+    np.testing.assert_array_equal(extra.tokens, plain.tokens)
+    np.testing.assert_array_equal(extra.extras[:, :7], plain.extras)
     bigger = load_tracker("compact", image_size=96, allow_random=True, seed=0)
     other = build_cache(data, bigger, cache_key("compact", bigger, POOLED4), progress=False)
     assert other.key not in (base.key, masked.key)

@@ -142,6 +142,7 @@ def test_eval_reports_levels_with_wilson_bounds_and_writes_files(
     assert len((out / "trials.jsonl").read_text().splitlines()) == 4  # written as trials end
     assert report["mode"] == "lockstep"
     assert report["prompt"].startswith("ground-truth target box")
+    assert report["coast_unseen"] is True  # the default: unseen frames take their actions from earlier chunks
     assert isinstance(report["safety_violations"], dict)
     assert [lv["occlusion"] for lv in report["levels"]] == [0.0, 0.5]
     seeds = [lv["seeds"] for lv in report["levels"]]
@@ -159,6 +160,8 @@ def test_eval_reports_levels_with_wilson_bounds_and_writes_files(
         assert info.frames == lv["episodes"][0]["steps"]  # one overlay frame per observation the agent acted on
         for ep in lv["episodes"]:
             assert ep["sim_seconds"] == pytest.approx(1.0, abs=0.06)
+            unseen = round(ep["steps"] * (1.0 - ep["visible_share"]))
+            assert 0 <= ep["coasted_steps"] <= unseen  # only frames where the tracker did not see the target coast
     # the same scenes at both levels: only the blackouts differ
     assert report["levels"][0]["episodes"][0]["occluded_share"] == 0.0
     with Image.open(report["plot"]) as png:

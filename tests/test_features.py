@@ -13,10 +13,12 @@ import torch
 from policy.features import (
     EXTRAS_DIM,
     FEATURE_KINDS,
+    SHAPE_DIM,
     Features,
     FeatureSpec,
     extract,
     parse_feature_spec,
+    shape_moments,
 )
 from policy.sam2_build import COMPACT, build_model, tracker_spec
 from policy.tracker import RawFeatures, SAM2Tracker, TrackStep, mask_to_box
@@ -24,7 +26,7 @@ from policy.tracker import RawFeatures, SAM2Tracker, TrackStep, mask_to_box
 torch.set_num_threads(1)
 
 W, H = 96, 72
-SPECS = ["pooled1", "pooled2", "pooled4", "pooled7", "pooled16", "masked", "pointer"]
+SPECS = ["pooled1", "pooled2", "pooled4", "pooled7", "pooled16", "masked", "pointer", "pooled4+shape", "masked+shape"]
 
 
 def _step(
@@ -49,7 +51,7 @@ def _step(
 def _check_shapes(features: Features, spec: FeatureSpec, channels: int) -> None:
     assert features.tokens.shape == (spec.num_tokens(), channels)
     assert features.tokens.dtype == np.float32
-    assert features.extras.shape == (EXTRAS_DIM,)
+    assert features.extras.shape == (spec.extras_dim,)
     assert features.extras.dtype == np.float32
     assert np.isfinite(features.tokens).all()
     assert np.isfinite(features.extras).all()
@@ -170,6 +172,63 @@ def test_extras_of_a_real_step_agree_with_its_fields(real_step: TrackStep) -> No
     assert extras[6] == pytest.approx(real_step.mask.mean(), rel=1e-6)
 
 
+# ------------------------------------------------------------------ shape moments
+
+
+def _rectangle(cx: float, cy: float, length: float, width: float, angle: float, size: int = 160) -> np.ndarray:
+    """Mask of a filled rectangle (pixels) whose long side points `angle` radians from the image x axis."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(float)
+    dx, dy = xs - cx, ys - cy
+    along = dx * math.cos(angle) + dy * math.sin(angle)
+    across = -dx * math.sin(angle) + dy * math.cos(angle)
+    inside: np.ndarray = (np.abs(along) <= length / 2) & (np.abs(across) <= width / 2)
+    return inside
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.3, 1.0, -0.7, 1.5, 2.6])
+def test_shape_moments_give_a_rectangles_long_axis(angle: float) -> None:
+    m = shape_moments(_rectangle(80, 80, 60, 20, angle))
+    m2 = complex(m[0], m[1])
+    assert abs(m2) > 0.6  # elongated: (L² - W²) / (L² + W²) = 0.8 for a 3:1 rectangle
+    wrapped = (math.atan2(m2.imag, m2.real) / 2 - angle + math.pi / 2) % math.pi - math.pi / 2
+    assert abs(wrapped) < 0.05
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.2, 0.5, -0.6])
+def test_shape_moments_give_a_squares_orientation_modulo_a_quarter_turn(angle: float) -> None:
+    m = shape_moments(_rectangle(70, 90, 40, 40, angle))
+    assert abs(complex(m[0], m[1])) < 0.05  # a square has no long axis ...
+    m4 = complex(m[2], m[3])
+    assert abs(m4) > 0.1  # ... but its fourfold moment turns with it (its corners weigh most: arg m4 = 4·angle + π)
+    wrapped = ((math.atan2(m4.imag, m4.real) - math.pi) / 4 - angle + math.pi / 4) % (math.pi / 2) - math.pi / 4
+    assert abs(wrapped) < 0.05
+
+
+def test_shape_moments_ignore_position_and_size_and_vanish_for_a_disc() -> None:
+    a = shape_moments(_rectangle(50, 60, 40, 16, 0.4))
+    b = shape_moments(_rectangle(100, 90, 80, 32, 0.4))
+    np.testing.assert_allclose(a, b, atol=0.02)
+    ys, xs = np.mgrid[0:160, 0:160]
+    disc = (xs - 80) ** 2 + (ys - 80) ** 2 <= 30**2
+    np.testing.assert_allclose(shape_moments(disc), 0.0, atol=0.03)  # pixel steps leave a faint fourfold term
+
+
+def test_shape_moments_of_empty_and_one_pixel_masks_are_zero() -> None:
+    empty = np.zeros((H, W), dtype=bool)
+    np.testing.assert_array_equal(shape_moments(empty), np.zeros(SHAPE_DIM))
+    empty[5, 7] = True
+    np.testing.assert_array_equal(shape_moments(empty), np.zeros(SHAPE_DIM))
+
+
+def test_shape_spec_appends_the_moments_to_the_plain_extras() -> None:
+    mask = _rectangle(48, 36, 40, 12, 0.8, size=96)[:H]
+    step = _step(torch.randn(8, 4, 4), score=1.5, mask=mask)
+    plain = extract(step, FeatureSpec("pooled", 4)).extras
+    shaped = extract(step, FeatureSpec("pooled", 4, shape=True)).extras
+    np.testing.assert_array_equal(shaped[:EXTRAS_DIM], plain)
+    np.testing.assert_array_equal(shaped[EXTRAS_DIM:], shape_moments(mask))
+
+
 # ------------------------------------------------------------------ specs
 
 
@@ -182,6 +241,10 @@ def test_extras_of_a_real_step_agree_with_its_fields(real_step: TrackStep) -> No
         ("pooled16", FeatureSpec("pooled", 16)),
         ("masked", FeatureSpec("masked")),
         ("pointer", FeatureSpec("pointer")),
+        ("pooled4+shape", FeatureSpec("pooled", 4, shape=True)),
+        ("pooled+shape", FeatureSpec("pooled", 4, shape=True)),
+        ("masked+shape", FeatureSpec("masked", shape=True)),
+        ("pointer+shape", FeatureSpec("pointer", shape=True)),
     ],
 )
 def test_parse_feature_spec(text: str, spec: FeatureSpec) -> None:
@@ -194,15 +257,21 @@ def test_spec_names() -> None:
     assert FeatureSpec("pooled", 2).name == "pooled2"
     assert FeatureSpec("masked").name == "masked"
     assert FeatureSpec("pointer").name == "pointer"
+    assert FeatureSpec("pooled", 4, shape=True).name == "pooled4+shape"
+    assert FeatureSpec("masked", shape=True).name == "masked+shape"
+    assert (FeatureSpec().extras_dim, FeatureSpec(shape=True).extras_dim) == (EXTRAS_DIM, EXTRAS_DIM + SHAPE_DIM)
 
 
-@pytest.mark.parametrize("text", ["", "pool4", "pooledx", "pooled-1", "pooled 4", "Masked", "pointer2", "masked4"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "pool4", "pooledx", "pooled-1", "pooled 4", "Masked", "pointer2", "masked4", "+shape", "pooled4+Shape"],
+)
 def test_parse_feature_spec_errors_list_the_valid_forms(text: str) -> None:
     with pytest.raises(ValueError, match="unknown feature spec") as err:
         parse_feature_spec(text)
     message = str(err.value)
     assert repr(text) in message
-    for form in ("pooledN", "1..16", "masked", "pointer"):
+    for form in ("pooledN", "1..16", "masked", "pointer", "+shape"):
         assert form in message
 
 

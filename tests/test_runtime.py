@@ -375,6 +375,38 @@ def test_bad_prediction_ends_both_loops_without_moving_on_it(failure: str, reaso
     assert policy.inference_times().size == 4
 
 
+class UnseenPredictor:
+    """Hold chunks of 5 ticks; `visible` says whether the tracker saw the target in the last predicted frame."""
+
+    def __init__(self, coast_unseen: bool) -> None:
+        self.coast_unseen, self.visible = coast_unseen, True
+
+    @property
+    def last_step(self) -> Any:
+        return type("Step", (), {"object_score": 3.0 if self.visible else -3.0, "box": None, "visible": self.visible})
+
+    def predict(self, frame: Any, state: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return hold_chunk(5)
+
+
+def test_chunks_from_frames_without_the_target_are_left_out_while_earlier_chunks_cover_the_tick() -> None:
+    queue = ChunkQueue(7)
+    predictor = UnseenPredictor(coast_unseen=True)
+    tick = [0]
+    policy = PolicyLoop(predictor, lambda: (None, np.zeros(7), tick[0]), queue)
+    for t, visible in [(0, True), (1, False), (4, False), (5, False), (6, True)]:
+        tick[0], predictor.visible = t, visible
+        assert policy.step() is None
+    # tick 0 queued; 1 and 4 coast on it; at 5 nothing covers the tick, so that chunk is queued; 6 is seen
+    assert (policy.chunks, policy.coasted, queue.put_count) == (3, 2, 3)
+    asked = UnseenPredictor(coast_unseen=False)
+    every = PolicyLoop(asked, lambda: (None, np.zeros(7), tick[0]), ChunkQueue(7))
+    for t, visible in [(0, True), (1, False)]:
+        tick[0], asked.visible = t, visible
+        every.step()
+    assert (every.chunks, every.coasted) == (2, 0)
+
+
 def test_policy_loop_ends_when_the_control_loop_ends() -> None:
     loop, queue, robot = make_loop(limits=RELAXED, max_ticks=5)
     predictor = ScriptedPredictor(good=10**9, failure="raise")

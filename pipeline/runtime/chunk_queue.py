@@ -105,6 +105,11 @@ class ChunkQueue:
             ]
         return found
 
+    def covers(self, tick: int) -> bool:
+        """True when a stored chunk holds an action for `tick`."""
+        with self._lock:
+            return any(c.start <= tick <= c.end for c in self._chunks)
+
     def drop_before(self, tick: int) -> int:
         """Drop chunks that cover no tick at or after `tick`; advances the current tick. Returns how many went."""
         with self._lock:

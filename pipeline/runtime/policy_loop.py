@@ -90,6 +90,8 @@ class PolicyLoop:
     control: the control loop to halt on a bad prediction (and whose end ends this loop);
     min_interval_s: seconds at least between the starts of two predictions (0 = as fast as the model runs);
     history: inference times kept; watch: the perception watch (None: frames and tracking are not watched);
+    a predictor whose `coast_unseen` is true has its chunks from frames where the target was not seen left out
+    while earlier chunks still cover the tick (counted in `coasted`);
     clock: seconds, the watch's time base (the camera's timestamps must be on it); retry_s: seconds to wait after
     a skipped frame.
     """
@@ -121,6 +123,8 @@ class PolicyLoop:
         self._result: PolicyResult | None = None
         self._skipped = False
         self.chunks = 0
+        #: predictions left out of the queue because the target was not seen in their frame (see `_coasts`)
+        self.coasted = 0
 
     @property
     def result(self) -> PolicyResult | None:
@@ -232,9 +236,23 @@ class PolicyLoop:
                 log.info("perception watch: target seen again, resuming")
         if not self._running():
             return None
+        if self._coasts(tick):
+            self.coasted += 1
+            return None
         if self.queue.put(chunk, tick):
             self.chunks += 1
         return None
+
+    def _coasts(self, tick: int) -> bool:
+        """True when this chunk is left out because the tracker did not see the target in its frame, the predictor
+        asks for that (`coast_unseen`, as `SAM2GraspAgent` does) and earlier chunks still cover `tick`: the control
+        loop goes on ensembling those instead of a chunk predicted from features the head never trained on."""
+        if not getattr(self.predictor, "coast_unseen", False):
+            return False
+        step = getattr(self.predictor, "last_step", None)
+        if step is None or getattr(step, "visible", True):
+            return False
+        return self.queue.covers(tick)
 
     def finish(self, reason: PolicyEnd, detail: str) -> PolicyResult:
         """Record the end; halt the control loop with the matching reason when this loop failed."""
