@@ -537,3 +537,58 @@ def test_lockstep_measured_latency_and_a_failing_policy(sim: SimRobot) -> None:
     assert failing.loop.reason == EndReason.POLICY_FAILED
     assert "non_finite_chunk" in failing.loop.detail
     assert failing.loop.ticks == 2
+
+
+def test_a_stop_requested_from_another_thread_holds_from_the_next_simulated_step(sim: SimRobot) -> None:
+    goal = np.array(HOME_Q) + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0])
+    sim.servo_joints(goal)
+    sim.advance(2 * sim.control_dt)  # under way towards the goal
+    sim.request_stop()
+    assert sim.stop_count == 0  # nothing applied from the requesting thread
+    np.testing.assert_array_equal(sim.joint_target, goal)
+    moving = sim.joint_positions()
+    sim.advance(sim.control_dt)
+    assert sim.stop_count == 1
+    assert np.max(np.abs(sim.joint_target - moving)) < 1e-12  # the hold is the pose where that step began
+    sim.servo_joints(goal)  # a request is applied once, not again at every step
+    sim.advance(sim.control_dt)
+    np.testing.assert_array_equal(sim.joint_target, goal)
+    assert sim.stop_count == 1
+
+
+def test_a_drive_stop_returns_while_the_simulation_lock_is_held(sim: SimRobot) -> None:
+    """A stop must not wait for the step being simulated (and rendered) under the cell's lock: it ends the control
+    loop and the robot holds from the next simulated step."""
+    from pipeline.jobs.sim_drive import SimDrive
+
+    lock = threading.RLock()
+    goal = np.array(HOME_Q) + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0])
+    drive = SimDrive(sim, TowardsGoal(goal), SafetyLayer(period_s=sim.control_dt), lock, pace=0.0, max_ticks=10**6)
+    runner = threading.Thread(target=drive.run)
+    runner.start()
+    wait_for(lambda: sim.time > 0.2)
+    held = threading.Event()
+    release = threading.Event()
+    frozen: list[F64] = []
+
+    def hold_the_lock() -> None:
+        with lock:
+            frozen.append(sim.joint_positions())  # the simulation cannot step while this thread holds the lock
+            held.set()
+            release.wait(10.0)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    held.wait(10.0)
+    t0 = time.monotonic()
+    drive.stop()
+    waited = time.monotonic() - t0
+    release.set()
+    holder.join()
+    runner.join(20.0)
+    assert not runner.is_alive()
+    assert waited < 5.0  # it did not wait for the 10-s lock holder
+    assert drive.loop.result is not None
+    assert drive.loop.result.reason == EndReason.STOP_REQUESTED
+    np.testing.assert_allclose(sim.joint_target, sim.joint_positions(), atol=0.02)  # holding ...
+    np.testing.assert_allclose(sim.joint_positions(), frozen[0], atol=0.02)  # ... where it was when stopped

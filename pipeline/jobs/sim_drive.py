@@ -8,7 +8,7 @@ watch (`pipeline.runtime.perception_watch`): when the tracker loses the target t
 with "tracker_lost" if it does not come back; a camera without fresh frames ends it with "camera_lost".
 
 `SimDrive.stop()` may be called from any thread: it ends the control loop (no command is sent after it returns)
-and the robot is told to hold where it is. Units: seconds, radians, metres.
+and the robot holds where it is from the next simulated control step on. Units: seconds, radians, metres.
 """
 
 from __future__ import annotations
@@ -135,11 +135,13 @@ class SimDrive:
         return obs, obs.state, self._tick
 
     def stop(self) -> None:
-        """End the drive now (any thread): no further command reaches the robot; the robot holds its pose."""
+        """End the drive now (any thread): no further command reaches the robot, and the robot holds its pose
+        from the next simulated control step on (`SimRobot.request_stop`). Returns without waiting for the
+        simulation lock, which the drive holds while a step is simulated and rendered (tens of milliseconds, more
+        on a loaded machine)."""
         self._stopped.set()
         self.loop.stop(EndReason.STOP_REQUESTED, "stop requested")
-        with self.sim_lock:
-            self.robot.stop()
+        self.robot.request_stop()
 
     def run(self) -> DriveResult:
         """Run to the end (blocking, on the caller's thread)."""

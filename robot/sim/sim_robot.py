@@ -8,6 +8,7 @@ targets, as a real controller would receive them between its own cycles. Units: 
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,7 @@ class SimRobot:
         self.terminated = False
         self.truncated = False
         self.stop_count = 0
+        self._stop_requested = threading.Event()
 
     @property
     def control_dt(self) -> float:
@@ -74,10 +76,19 @@ class SimRobot:
         self._q_target = arr.copy()
 
     def stop(self) -> None:
-        """Halt: hold the measured joint positions and gripper opening as targets. Idempotent."""
+        """Halt: hold the measured joint positions and gripper opening as targets. Idempotent. Call it where the
+        simulation is not stepping (under the cell's lock); from any other thread use `request_stop`."""
+        self._stop_requested.clear()
         self._q_target = self.env.joints
         self._grip_target = self.env.gripper_width
         self.stop_count += 1
+
+    def request_stop(self) -> None:
+        """Halt from any thread without waiting for the simulation to finish the step it is in: the next simulated
+        control step (of the `advance` in progress, or of the next one) starts with `stop()`, so the arm gets no
+        further motion than the step under way when the request came (at most `control_dt` seconds of simulated
+        time). Returns at once."""
+        self._stop_requested.set()
 
     def status(self) -> RobotStatus:
         """Connected; a protective stop once the episode's outcome is a collision."""
@@ -107,9 +118,11 @@ class SimRobot:
         n = dt_s / self.control_dt
         if not math.isfinite(n) or round(n) < 1 or abs(n - round(n)) > 1e-6:
             raise ValueError(f"dt_s must be a positive whole multiple of control_dt ({self.control_dt} s), got {dt_s}")
-        action = np.append(self._q_target, self._grip_target)
         obs: Observation | None = None
         for _ in range(round(n)):
+            if self._stop_requested.is_set():
+                self.stop()
+            action = np.append(self._q_target, self._grip_target)
             obs, _, terminated, truncated, info = self.env.step(action)
             self.last_info = info
             self.terminated |= terminated
