@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -202,6 +203,29 @@ def _timed_stop(sync: httpx.Client) -> tuple[float, httpx.Response, float]:
     return sent, r, time.monotonic()
 
 
+def stop_distribution(request_to_halt_ms: list[float], halt_ms: list[float], limit_ms: float = 100.0) -> dict[str, Any]:
+    """How the stops of a soak spread: p90 / p99 of request-to-halt, how many took over `limit_ms`, and the part
+    spent in the cell's halt itself (`halt_s` of each answer) against the rest (the request reaching the server
+    and the stop lane), p50 and max of each (milliseconds). Each stop's pair is listed, slowest first (20 at most)."""
+    if not request_to_halt_ms:
+        return {"stops_over_limit": 0, "stop_limit_ms": limit_ms}
+    values = np.asarray(request_to_halt_ms)
+    halts = np.asarray(halt_ms)
+    rest = values - halts
+    slowest = np.argsort(-values)[:20]
+    return {
+        "stop_limit_ms": limit_ms,
+        "stops_over_limit": int((values > limit_ms).sum()),
+        "request_to_halt_ms_p90": round(float(np.percentile(values, 90)), 2),
+        "request_to_halt_ms_p99": round(float(np.percentile(values, 99)), 2),
+        "halt_in_cell_ms_p50": round(float(np.nanmedian(halts)), 2),
+        "halt_in_cell_ms_max": round(float(np.nanmax(halts)), 2),
+        "before_halt_ms_p50": round(float(np.nanmedian(rest)), 2),
+        "before_halt_ms_max": round(float(np.nanmax(rest)), 2),
+        "slowest_stops_ms": [(round(float(values[i]), 1), round(float(halts[i]), 1)) for i in slowest],
+    }
+
+
 def _request_to_halt_ms(sent: float, answer: dict[str, Any]) -> float | None:
     """Milliseconds from sending POST /stop to the arm halted (the server's stamp; same machine, same clock)."""
     halted = answer.get("halted_monotonic_s")
@@ -292,6 +316,7 @@ async def soak(
     end = t0 + seconds
     cycles, codes, accepted, late = 0, {"202": 0, "429": 0}, 0, []
     stop_ms: list[float] = []
+    halt_ms_in_server: list[float] = []
 
     async def sample() -> None:
         while True:
@@ -314,6 +339,7 @@ async def soak(
             halt_ms = _request_to_halt_ms(sent, answer)
             if halt_ms is not None and stopped is not None:  # a stop that halted a moving job
                 stop_ms.append(halt_ms)
+                halt_ms_in_server.append(1000.0 * float(answer.get("halt_s", float("nan"))))
             started = await started_after_stop(client, stopped)
             late += [started] if started is not None else []
             cycles += 1
@@ -332,6 +358,7 @@ async def soak(
         "stops_halting_a_job": len(stop_ms),
         "request_to_halt_ms_p50": round(statistics.median(stop_ms), 2) if stop_ms else None,
         "request_to_halt_ms_max": round(max(stop_ms), 2) if stop_ms else None,
+        **stop_distribution(stop_ms, halt_ms_in_server),
         "rss_samples": len(samples),
         "rss_start_mb": round(values[0], 1),
         "rss_max_mb": round(max(values), 1),
