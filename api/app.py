@@ -217,13 +217,14 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         # a lane of its own: behind the thread pool that serves every other endpoint, a stop would wait for the
         # reads queued ahead of it when many clients poll; served with `api.early_stop.protocol_for(app)`, the halt
         # has already started when the bytes of this request arrived
-        report = await stop_now(early_stop, runner, stop_lane)
+        report, seen = await stop_now(early_stop, runner, stop_lane)
         return {
             "halted": True,
             "halt_s": round(report.halt_s, 6),
             "job": report.job,
             "cancelled": report.cancelled,
             "halted_monotonic_s": report.halted_monotonic_s,
+            "received_monotonic_s": seen,
         }
 
     @app.post(

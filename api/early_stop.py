@@ -53,23 +53,32 @@ class EarlyStop:
 
     def take(self) -> Future[StopReport] | None:
         """The waiting halt, if one started within `max_age_s` seconds (it is then no longer waiting)."""
+        taken = self.take_timed()
+        return None if taken is None else taken[1]
+
+    def take_timed(self) -> tuple[float, Future[StopReport]] | None:
+        """As `take`, with the moment (`time.monotonic()`, seconds) the stop's bytes were seen."""
         with self._lock:
             pending, self._pending = self._pending, None
         if pending is None or time.monotonic() - pending[0] > self.max_age_s:
             return None
-        return pending[1]
+        return pending
 
 
-async def stop_now(early: EarlyStop, runner: JobRunner, lane: Executor) -> StopReport:
+async def stop_now(early: EarlyStop, runner: JobRunner, lane: Executor) -> tuple[StopReport, float]:
     """The endpoint's stop: the report of the halt the protocol started for this request, or a halt of its own;
-    a job running again after the early halt (started in between) is stopped too."""
-    started = early.take()
+    a job running again after the early halt (started in between) is stopped too. Also returns when the server
+    saw this stop (`time.monotonic()`, seconds): the protocol's signal, or else the endpoint's start."""
+    seen = time.monotonic()
+    taken = early.take_timed()
+    started = None if taken is None else taken[1]
     report = await asyncio.wrap_future(started if started is not None else lane.submit(runner.stop))
-    if started is not None:
+    if taken is not None:
+        seen = taken[0]
         job = runner.current
         if job is not None and not job.done:
             report = await asyncio.wrap_future(lane.submit(runner.stop))
-    return report
+    return report, seen
 
 
 def _base_protocol() -> type:

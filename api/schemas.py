@@ -169,14 +169,16 @@ class SequenceAccepted(BaseModel):
 
 class StopResponse(BaseModel):
     """What POST /stop did: motion halted, seconds the halt took, the job that was running, jobs cancelled, and the
-    server's monotonic clock (seconds) at the moment the arm was halted (for latency measurements on the server's
-    machine)."""
+    server's monotonic clock (seconds) at the moment the arm was halted and at the moment the server saw the stop's
+    bytes (or, served without stop-at-socket, its endpoint started) — for latency measurements on the server's
+    machine."""
 
     halted: bool
     halt_s: float
     job: str | None
     cancelled: int
     halted_monotonic_s: float
+    received_monotonic_s: float
 
 
 class ErrorDetail(BaseModel):

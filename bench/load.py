@@ -37,6 +37,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -203,26 +204,41 @@ def _timed_stop(sync: httpx.Client) -> tuple[float, httpx.Response, float]:
     return sent, r, time.monotonic()
 
 
-def stop_distribution(request_to_halt_ms: list[float], halt_ms: list[float], limit_ms: float = 100.0) -> dict[str, Any]:
-    """How the stops of a soak spread: p90 / p99 of request-to-halt, how many took over `limit_ms`, and the part
-    spent in the cell's halt itself (`halt_s` of each answer) against the rest (the request reaching the server
-    and the stop lane), p50 and max of each (milliseconds). Each stop's pair is listed, slowest first (20 at most)."""
+def stop_distribution(
+    request_to_halt_ms: list[float], to_server_ms: list[float], halt_ms: list[float], limit_ms: float = 100.0
+) -> dict[str, Any]:
+    """How the stops of a soak spread (milliseconds): p90 / p99 of request-to-halt and how many took over
+    `limit_ms`; each split into the time until the server saw the stop's bytes (the benchmark's own thread, the
+    kernel, the server's event loop reaching the socket: `received_monotonic_s` of the answer), the server's part
+    from then to the halted arm, and within that the cell's halt itself (`halt_s`), p50 and max of each. The 20
+    slowest stops are listed as (total, until seen, cell halt), slowest first."""
     if not request_to_halt_ms:
         return {"stops_over_limit": 0, "stop_limit_ms": limit_ms}
-    values = np.asarray(request_to_halt_ms)
+    total = np.asarray(request_to_halt_ms)
+    seen = np.asarray(to_server_ms)
     halts = np.asarray(halt_ms)
-    rest = values - halts
-    slowest = np.argsort(-values)[:20]
+    server = total - seen
+    slowest = np.argsort(-total)[:20]
+
+    def p50_max(name: str, values: npt.NDArray[np.float64]) -> dict[str, float | None]:
+        if not np.isfinite(values).any():
+            return {f"{name}_ms_p50": None, f"{name}_ms_max": None}
+        return {
+            f"{name}_ms_p50": round(float(np.nanmedian(values)), 2),
+            f"{name}_ms_max": round(float(np.nanmax(values)), 2),
+        }
+
     return {
         "stop_limit_ms": limit_ms,
-        "stops_over_limit": int((values > limit_ms).sum()),
-        "request_to_halt_ms_p90": round(float(np.percentile(values, 90)), 2),
-        "request_to_halt_ms_p99": round(float(np.percentile(values, 99)), 2),
-        "halt_in_cell_ms_p50": round(float(np.nanmedian(halts)), 2),
-        "halt_in_cell_ms_max": round(float(np.nanmax(halts)), 2),
-        "before_halt_ms_p50": round(float(np.nanmedian(rest)), 2),
-        "before_halt_ms_max": round(float(np.nanmax(rest)), 2),
-        "slowest_stops_ms": [(round(float(values[i]), 1), round(float(halts[i]), 1)) for i in slowest],
+        "stops_over_limit": int((total > limit_ms).sum()),
+        "request_to_halt_ms_p90": round(float(np.percentile(total, 90)), 2),
+        "request_to_halt_ms_p99": round(float(np.percentile(total, 99)), 2),
+        **p50_max("until_server_saw_stop", seen),
+        **p50_max("server_to_halt", server),
+        **p50_max("halt_in_cell", halts),
+        "slowest_stops_ms": [
+            (round(float(total[i]), 1), round(float(seen[i]), 1), round(float(halts[i]), 1)) for i in slowest
+        ],
     }
 
 
@@ -316,7 +332,8 @@ async def soak(
     end = t0 + seconds
     cycles, codes, accepted, late = 0, {"202": 0, "429": 0}, 0, []
     stop_ms: list[float] = []
-    halt_ms_in_server: list[float] = []
+    halt_ms_in_cell: list[float] = []
+    to_server_ms: list[float] = []
 
     async def sample() -> None:
         while True:
@@ -339,7 +356,9 @@ async def soak(
             halt_ms = _request_to_halt_ms(sent, answer)
             if halt_ms is not None and stopped is not None:  # a stop that halted a moving job
                 stop_ms.append(halt_ms)
-                halt_ms_in_server.append(1000.0 * float(answer.get("halt_s", float("nan"))))
+                halt_ms_in_cell.append(1000.0 * float(answer.get("halt_s", float("nan"))))
+                seen = answer.get("received_monotonic_s")
+                to_server_ms.append(float("nan") if seen is None else 1000.0 * (float(seen) - sent))
             started = await started_after_stop(client, stopped)
             late += [started] if started is not None else []
             cycles += 1
@@ -358,7 +377,7 @@ async def soak(
         "stops_halting_a_job": len(stop_ms),
         "request_to_halt_ms_p50": round(statistics.median(stop_ms), 2) if stop_ms else None,
         "request_to_halt_ms_max": round(max(stop_ms), 2) if stop_ms else None,
-        **stop_distribution(stop_ms, halt_ms_in_server),
+        **stop_distribution(stop_ms, to_server_ms, halt_ms_in_cell),
         "rss_samples": len(samples),
         "rss_start_mb": round(values[0], 1),
         "rss_max_mb": round(max(values), 1),

@@ -159,6 +159,7 @@ def test_stop_halts_motion_and_cancels_the_queue(paced_api: tuple[TestClient, Si
     assert body["cancelled"] == 1
     assert body["halt_s"] >= 0.0  # how fast is bench/api.py's and bench/load.py's figure, not a test's
     assert body["halted_monotonic_s"] <= time.monotonic()  # the server's clock here is this process's
+    assert body["received_monotonic_s"] <= body["halted_monotonic_s"]  # seen before it halted
     assert client.get(f"/jobs/{first['id']}").json()["state"] == "stopped"
     assert client.get(f"/jobs/{second['id']}").json()["state"] == "stopped"
     robot = client.get("/health").json()["robot"]

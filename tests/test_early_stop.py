@@ -84,18 +84,22 @@ def test_endpoint_stops_again_when_a_job_runs_after_the_early_halt(current: Fake
     runner = FakeRunner(current)
     with ThreadPoolExecutor(1) as lane:
         early = EarlyStop(runner.stop, lane)
+        before = time.monotonic()
         early.signal()
-        report = asyncio.run(stop_now(early, runner, lane))  # type: ignore[arg-type]
+        report, seen = asyncio.run(stop_now(early, runner, lane))  # type: ignore[arg-type]
     assert runner.stop.calls == calls
     assert report.job == f"job{calls}"
+    assert before <= seen <= report.halted_monotonic_s  # seen when signalled, before the halt it started
 
 
 def test_without_an_early_halt_the_endpoint_halts_itself() -> None:
     runner = FakeRunner(None)
     with ThreadPoolExecutor(1) as lane:
-        report = asyncio.run(stop_now(EarlyStop(runner.stop, lane), runner, lane))  # type: ignore[arg-type]
+        before = time.monotonic()
+        report, seen = asyncio.run(stop_now(EarlyStop(runner.stop, lane), runner, lane))  # type: ignore[arg-type]
     assert runner.stop.calls == 1
     assert report.job == "job1"
+    assert before <= seen <= report.halted_monotonic_s
 
 
 class RecordingBase:
