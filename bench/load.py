@@ -4,7 +4,8 @@ Against a real server in a child process (uvicorn, simulated cell, bench/api.py'
 controller, a bounded job queue whose capacity GET /health reports), in one run:
 1. one pick job is started; `--readers` clients loop GET /jobs, /jobs/{id}, /health for the whole run;
 2. a burst of `--burst` POST /pick arrives while the job runs: accepted (202) vs refused (429, queue full);
-3. once a job is moving, POST /stop from a thread of its own: milliseconds from sending it to the arm halted
+3. once a job is moving, POST /stop from a process of its own (`--stop-in-process`: a thread of this one):
+   milliseconds from sending it to the arm halted
    (the server stamps the halt on the machine's monotonic clock), its round trip (the request returns once
    motion is halted), the server's halt time, and whether the commanded joints then stay put;
    no job may hold the robot after the stopped one ends (a stop cancels every waiting job);
@@ -157,7 +158,7 @@ async def wait_moving(client: httpx.AsyncClient, timeout_s: float) -> str | None
 
 
 async def stop_under_load(
-    client: httpx.AsyncClient, sync: httpx.Client, moving_timeout_s: float = 120.0
+    client: httpx.AsyncClient, sync: httpx.Client, stopper: StopSender, moving_timeout_s: float = 120.0
 ) -> dict[str, Any]:
     """POST /stop once a job moves: round trip (ms), server halt (ms), commanded joints still 0.2 s later, and the
     stopped job's final state. When no job moves now (the burst's jobs may all have ended), the queue is cleared
@@ -171,11 +172,10 @@ async def stop_under_load(
         running = await wait_moving(client, moving_timeout_s)
     if running is not None:
         await asyncio.sleep(0.4)  # let the arm gather speed
-    # sent from a thread of its own on a fresh connection, so that the 200 readers' event loop in this process
-    # does not delay the send; `sent` is taken on the monotonic clock the server also stamps the halt with
-    sent, r, answered = await asyncio.to_thread(_timed_stop, sync)
-    trip_s = answered - sent
-    answer = r.json()
+    # `sent` is taken on the monotonic clock the server also stamps the halt with (see StopSender)
+    timed = await asyncio.to_thread(stopper.send)
+    sent, answer = timed.sent, timed.answer
+    trip_s = timed.answered - sent
     a = (await client.get("/health")).json()["robot"]
     await asyncio.sleep(0.2)
     b = (await client.get("/health")).json()["robot"]
@@ -183,7 +183,7 @@ async def stop_under_load(
     late = await started_after_stop(client, stopped)
     state = None if stopped is None else (await client.get(f"/jobs/{stopped}")).json()["state"]
     return {
-        "status": r.status_code,
+        "status": timed.status,
         "moving_before_stop": running is not None,
         "fresh_job": fresh,
         "round_trip_ms": round(trip_s * 1000, 2),
@@ -197,11 +197,78 @@ async def stop_under_load(
     }
 
 
-def _timed_stop(sync: httpx.Client) -> tuple[float, httpx.Response, float]:
-    """POST /stop: (monotonic seconds just before sending, the answer, monotonic seconds once it arrived)."""
+@dataclass(frozen=True)
+class TimedStop:
+    """One POST /stop: monotonic seconds just before its bytes were sent, the status and JSON answer, and monotonic
+    seconds once the answer arrived."""
+
+    sent: float
+    status: int
+    answer: dict[str, Any]
+    answered: float
+
+
+#: The stop sender's program: one POST /stop per line read on stdin, on a connection opened (and accepted) before
+#: the clock starts, as a stop button's kept-alive connection would be; one JSON line per stop on stdout.
+_SENDER = r"""
+import json, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+request = ("POST /stop HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: 0\r\n\r\n" % (host, port)).encode()
+for _ in sys.stdin:
+    sock = socket.create_connection((host, port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    time.sleep(0.05)
     sent = time.monotonic()
-    r = sync.post("/stop")
-    return sent, r, time.monotonic()
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.split(b":", 1) for line in head.split(b"\r\n")[1:])
+    length = int({k.strip().lower(): v for k, v in fields.items()}[b"content-length"])
+    while len(body) < length:
+        body += sock.recv(65536)
+    answered = time.monotonic()
+    sock.close()
+    status = int(head.split()[1])
+    print(json.dumps({"sent": sent, "status": status, "answer": json.loads(body), "answered": answered}), flush=True)
+"""
+
+
+class StopSender:
+    """Sends each measured POST /stop from a process of its own, so that the 200 readers' event loop and the GIL of
+    this process do not delay the send (the server stamps its halt on the same monotonic clock). `in_process`:
+    send from a thread of this process instead (the earlier way, for comparison)."""
+
+    def __init__(self, url: str, sync: httpx.Client, in_process: bool = False) -> None:
+        import subprocess
+
+        self.sync, self.in_process = sync, in_process
+        self.proc: subprocess.Popen[str] | None = None
+        if not in_process:
+            host, port = url.removeprefix("http://").split(":")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", _SENDER, host, port], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+
+    def send(self) -> TimedStop:
+        """One timed POST /stop (blocking)."""
+        if self.proc is None or self.proc.stdin is None or self.proc.stdout is None:
+            sent = time.monotonic()
+            r = self.sync.post("/stop")
+            return TimedStop(sent, r.status_code, r.json(), time.monotonic())
+        self.proc.stdin.write("stop\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the stop sender ended (exit status {self.proc.poll()})")
+        doc = json.loads(line)
+        return TimedStop(float(doc["sent"]), int(doc["status"]), dict(doc["answer"]), float(doc["answered"]))
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.close()
+            self.proc.wait(10)
 
 
 def stop_distribution(
@@ -319,6 +386,7 @@ def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
 async def soak(
     client: httpx.AsyncClient,
     sync: httpx.Client,
+    stopper: StopSender,
     pid: int,
     seconds: float,
     capacity: int,
@@ -350,8 +418,8 @@ async def soak(
             accepted += len(ids)
             stats.job_id = ids[0] if ids else stats.job_id
             await asyncio.sleep(min(3.0, max(0.0, end - time.monotonic())))
-            sent, r, _ = await asyncio.to_thread(_timed_stop, sync)
-            answer = r.json()
+            timed = await asyncio.to_thread(stopper.send)
+            sent, answer = timed.sent, timed.answer
             stopped = answer.get("job")
             halt_ms = _request_to_halt_ms(sent, answer)
             if halt_ms is not None and stopped is not None:  # a stop that halted a moving job
@@ -415,6 +483,7 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     fresh = httpx.Limits(max_connections=args.burst_connections, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(120, pool=None), limits=fresh) as client:
         with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_keepalive_connections=0)) as sync:
+            stopper = StopSender(url, sync, in_process=args.stop_in_process)
             health = (await client.get("/health")).json()
             capacity = int(health["queue"]["capacity"])
             rss_idle = rss_mb(pid)
@@ -437,18 +506,19 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
                 monitor.cancel()
                 burst_s = time.monotonic() - t_burst
                 say(f"burst of {args.burst} answered in {burst_s:.1f} s: {counts}; stop once a job moves")
-                stop = await stop_under_load(client, sync)
+                stop = await stop_under_load(client, sync, stopper)
                 stats.seconds["load"] = time.monotonic() - started
                 say(f"stop: round trip {stop['round_trip_ms']} ms, job {stop['stopped_job_state']}")
                 jobs = await ledger(client, [first, *ids])
                 rss_after_load = rss_mb(pid)
                 say(f"ledger: {jobs['accepted']} accepted, {jobs['lost']} lost; soak for {args.soak_s} s")
                 stats.phase, soak_start = "soak", time.monotonic()
-                soaked = await soak(client, sync, pid, args.soak_s, capacity, args.interval_s, stats)
+                soaked = await soak(client, sync, stopper, pid, args.soak_s, capacity, args.interval_s, stats)
                 stats.seconds["soak"] = time.monotonic() - soak_start
             finally:
                 done.set()
                 await asyncio.gather(*readers, return_exceptions=True)
+                stopper.close()
             await client.post("/stop")
     checks = {
         "queue_bounded": counts.get("429", 0) > 0 and max(waiting, default=0) <= capacity,
@@ -467,6 +537,7 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         "server_read_threads": args.read_threads,
         "server_switch_interval_ms": args.switch_interval_ms,
         "server_stop_at_socket": not args.plain_protocol,
+        "stops_sent_from": "this process (a thread)" if args.stop_in_process else "a process of their own",
         "grounding": args.grounding,
         "queue_capacity": capacity,
         "first_job_moving_after_s": round(first_moving_s, 2),
@@ -499,6 +570,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pace", type=float, default=1.0, help="simulated s per wall s of the server (default 1)")
     parser.add_argument("--grounding", default="compact", help="compact (default) or stand-in (privileged, tests)")
     add_server_args(parser)
+    parser.add_argument(
+        "--stop-in-process",
+        action="store_true",
+        help="send the measured stops from a thread of this process (default: from a process of their own, which "
+        "the readers' event loop and GIL here cannot delay)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.interval_s = args.interval_s if args.interval_s is not None else max(1.0, args.soak_s / 120)
