@@ -592,3 +592,44 @@ def test_a_drive_stop_returns_while_the_simulation_lock_is_held(sim: SimRobot) -
     assert drive.loop.result.reason == EndReason.STOP_REQUESTED
     np.testing.assert_allclose(sim.joint_target, sim.joint_positions(), atol=0.02)  # holding ...
     np.testing.assert_allclose(sim.joint_positions(), frozen[0], atol=0.02)  # ... where it was when stopped
+
+
+class _Seen:
+    def __init__(self, visible: bool) -> None:
+        self.visible, self.object_score, self.box = visible, 3.0 if visible else -3.0, None
+
+
+class Flickering:
+    """Sees the target on every third frame only; chunks of 5 ticks holding the state."""
+
+    def __init__(self, coast_unseen: bool) -> None:
+        self.coast_unseen, self.calls = coast_unseen, 0
+        self.last_step: _Seen | None = None
+
+    def predict(self, frame: Any, state: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+        self.last_step = _Seen(self.calls % 3 == 0)
+        self.calls += 1
+        return np.tile(np.asarray(state, dtype=np.float64), (5, 1))
+
+
+@pytest.mark.parametrize(("coast", "chunks", "coasted"), [(True, 4, 8), (False, 12, 0)])
+def test_a_drive_coasts_through_frames_without_the_target(
+    sim: SimRobot, coast: bool, chunks: int, coasted: int
+) -> None:
+    """Through the cell's drive (the predictor wrapped for pacing), chunks from frames where the tracker did not see
+    the target are left out while earlier ones cover the tick (ticks 0, 3, 6, 9 are seen and queued, the 8 others
+    coast on them), when the predictor asks for coasting."""
+    from pipeline.jobs.sim_drive import SimDrive
+
+    drive = SimDrive(
+        sim,
+        Flickering(coast),
+        SafetyLayer(period_s=sim.control_dt),
+        threading.RLock(),
+        pace=0.0,
+        max_ticks=12,
+        stop_on_episode_end=False,
+        watch=None,
+    )
+    drive.run()
+    assert (drive.policy.chunks, drive.policy.coasted) == (chunks, coasted)

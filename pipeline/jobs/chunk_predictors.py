@@ -31,7 +31,8 @@ def resample_chunk(chunk: npt.ArrayLike, action_period_s: float, control_period_
 class PacedPredictor:
     """A `ChunkPredictor` that runs `predictor` (chunks of actions `action_period_s` apart, as the head was
     trained) and returns its chunks resampled to the control period; keeps the last chunk as predicted (for the
-    overlay) and passes the tracker's last step (for the perception watch) and `reprompt` (re-grounding) through."""
+    overlay) and passes the tracker's last step (for the perception watch), `coast_unseen` (the policy loop's
+    coasting on frames without the target) and `reprompt` (re-grounding) through."""
 
     def __init__(self, predictor: Any, action_period_s: float, control_period_s: float) -> None:
         if not 0 < control_period_s <= action_period_s:
@@ -45,6 +46,11 @@ class PacedPredictor:
     def last_step(self) -> Any:
         """The tracker's last step (mask, box, object score), or None."""
         return getattr(self.predictor, "last_step", None)
+
+    @property
+    def coast_unseen(self) -> bool:
+        """The wrapped predictor's `coast_unseen` (False when it has none)."""
+        return bool(getattr(self.predictor, "coast_unseen", False))
 
     def reprompt(self, box: npt.ArrayLike) -> None:
         """Prompt the tracker again with `box` (pixels) at the next prediction."""
