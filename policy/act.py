@@ -335,12 +335,9 @@ class ACTPolicy(nn.Module):
                 self._queue.extend(chunk[: self.config.action_steps])
             return self._queue.popleft()
         chunk = self.predict_action_chunk(checked)[0]
-        k = self.config.chunk_size
-        self._chunks = [(s, c) for s, c in self._chunks if self._step - s < k]
+        self._drop_passed_chunks()
         self._chunks.append((self._step, chunk))
-        preds = torch.stack([c[self._step - s] for s, c in self._chunks])  # oldest first
-        self._step += 1
-        return temporal_ensemble(preds, m)
+        return self._ensembled_step(m)
 
     def coast(self) -> torch.Tensor | None:
         """The next action (A,) from the chunks already predicted, without a new observation, or None when none of
@@ -350,9 +347,15 @@ class ACTPolicy(nn.Module):
         m = self.config.temporal_ensemble_coeff
         if m is None:
             return self._queue.popleft() if self._queue else None
+        self._drop_passed_chunks()
+        return self._ensembled_step(m) if self._chunks else None
+
+    def _drop_passed_chunks(self) -> None:
+        """Forget chunks that end before the current step."""
         self._chunks = [(s, c) for s, c in self._chunks if self._step - s < self.config.chunk_size]
-        if not self._chunks:
-            return None
+
+    def _ensembled_step(self, m: float) -> torch.Tensor:
+        """The weighted mean of every kept chunk's prediction for the current step; advances the step."""
         preds = torch.stack([c[self._step - s] for s, c in self._chunks])  # oldest first
         self._step += 1
         return temporal_ensemble(preds, m)
