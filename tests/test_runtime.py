@@ -543,10 +543,11 @@ def test_a_stop_requested_from_another_thread_holds_from_the_next_simulated_step
     goal = np.array(HOME_Q) + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0])
     sim.servo_joints(goal)
     sim.advance(2 * sim.control_dt)  # under way towards the goal
-    sim.request_stop()
-    assert sim.stop_count == 0  # nothing applied from the requesting thread
-    np.testing.assert_array_equal(sim.joint_target, goal)
     moving = sim.joint_positions()
+    sim.request_stop()
+    assert sim.stop_count == 0  # nothing applied to the simulation from the requesting thread ...
+    np.testing.assert_array_equal(sim.joint_target, moving)  # ... but the hold is latched and reported at once
+    sim.request_stop()  # a second request keeps the first hold
     sim.advance(sim.control_dt)
     assert sim.stop_count == 1
     assert np.max(np.abs(sim.joint_target - moving)) < 1e-12  # the hold is the pose where that step began
@@ -592,6 +593,31 @@ def test_a_drive_stop_returns_while_the_simulation_lock_is_held(sim: SimRobot) -
     assert drive.loop.result.reason == EndReason.STOP_REQUESTED
     np.testing.assert_allclose(sim.joint_target, sim.joint_positions(), atol=0.02)  # holding ...
     np.testing.assert_allclose(sim.joint_positions(), frozen[0], atol=0.02)  # ... where it was when stopped
+
+
+def test_after_a_drive_stop_returns_the_reported_target_no_longer_changes() -> None:
+    """What the cell reports after a stop returns (the joint target) must already be the hold: a reader right
+    after the stop and one after the drive has ended see the same target, wherever in the drive's cycle the stop
+    landed."""
+    from pipeline.jobs.sim_drive import SimDrive
+
+    lock = threading.RLock()
+    goal = np.array(HOME_Q) + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0])
+    for delay in (0.05, 0.11, 0.23):  # stops landing at different points of the drive's cycle
+        env = PickEnv(CellConfig(render=False, scene=SceneRequest(n_objects=(3, 3))))
+        sim = SimRobot(env, env.reset(0)[0])
+        drive = SimDrive(sim, TowardsGoal(goal), SafetyLayer(period_s=sim.control_dt), lock, pace=0.0, max_ticks=10**6)
+        runner = threading.Thread(target=drive.run)
+        runner.start()
+        start = sim.time
+        moved_on = start + delay
+        wait_for(lambda r=sim, t=moved_on: r.time > t)
+        drive.stop()
+        right_after = sim.joint_target.copy()
+        runner.join(20.0)
+        assert not runner.is_alive()
+        np.testing.assert_array_equal(sim.joint_target, right_after)
+        assert np.max(np.abs(right_after - goal)) > 0.05  # it held short of the goal, not at the goal
 
 
 class _Seen:

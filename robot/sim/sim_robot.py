@@ -41,6 +41,9 @@ class SimRobot:
         self.truncated = False
         self.stop_count = 0
         self._stop_requested = threading.Event()
+        # the pose a stop requested from another thread holds (joints rad, gripper m), latched at the request
+        self._held: tuple[F64, float] | None = None
+        self._held_lock = threading.Lock()
 
     @property
     def control_dt(self) -> float:
@@ -55,13 +58,16 @@ class SimRobot:
 
     @property
     def joint_target(self) -> F64:
-        """The stored joint target, radians."""
-        return self._q_target.copy()
+        """The joint target, radians: the stored one, or the hold of a requested stop from the moment of the
+        request (the simulation applies it from its next control step)."""
+        held = self._held
+        return held[0].copy() if held is not None else self._q_target.copy()
 
     @property
     def gripper_target(self) -> float:
-        """The stored gripper opening target, metres."""
-        return self._grip_target
+        """The gripper opening target, metres (as `joint_target`, the hold of a requested stop once requested)."""
+        held = self._held
+        return held[1] if held is not None else self._grip_target
 
     # ------------------------------------------------------------------ Robot
     def joint_positions(self) -> F64:
@@ -76,19 +82,29 @@ class SimRobot:
         self._q_target = arr.copy()
 
     def stop(self) -> None:
-        """Halt: hold the measured joint positions and gripper opening as targets. Idempotent. Call it where the
-        simulation is not stepping (under the cell's lock); from any other thread use `request_stop`."""
-        self._stop_requested.clear()
-        self._q_target = self.env.joints
-        self._grip_target = self.env.gripper_width
+        """Halt: hold the measured joint positions and gripper opening as targets (or, when a stop was requested
+        from another thread, the pose latched by that request). Idempotent. Call it where the simulation is not
+        stepping (under the cell's lock); from any other thread use `request_stop`."""
+        with self._held_lock:
+            held, self._held = self._held, None
+            self._stop_requested.clear()
+        if held is not None:
+            self._q_target, self._grip_target = held
+        else:
+            self._q_target = self.env.joints
+            self._grip_target = self.env.gripper_width
         self.stop_count += 1
 
     def request_stop(self) -> None:
-        """Halt from any thread without waiting for the simulation to finish the step it is in: the next simulated
-        control step (of the `advance` in progress, or of the next one) starts with `stop()`, so the arm gets no
-        further motion than the step under way when the request came (at most `control_dt` seconds of simulated
-        time). Returns at once."""
-        self._stop_requested.set()
+        """Halt from any thread without waiting for the simulation to finish the step it is in: the measured pose
+        is latched now as the hold, which `joint_target` reports at once, and the next simulated control step (of
+        the `advance` in progress, or of the next one) starts holding it, so the arm gets no further motion than
+        the step under way when the request came (at most `control_dt` seconds of simulated time), and returns to
+        the latched pose from there. A second request before that step keeps the first hold. Returns at once."""
+        with self._held_lock:
+            if self._held is None:
+                self._held = (self.env.joints, self.env.gripper_width)
+            self._stop_requested.set()
 
     def status(self) -> RobotStatus:
         """Connected; a protective stop once the episode's outcome is a collision."""
