@@ -48,6 +48,7 @@ from api.schemas import (
     error_responses,
     stream_responses,
 )
+from api.stop_port import StopPort, stop_answer
 from api.stream import BOUNDARY, ViewerGate, max_viewers_from_env, mjpeg_frames
 from pipeline.jobs.cell import Cell, CellUnavailable
 from pipeline.jobs.grounding_port import Grounding, load_grounding
@@ -104,6 +105,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
     closing = threading.Event()
     stop_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stop")
     early_stop = EarlyStop(runner.stop, stop_lane)
+    lanes: list[StopPort] = []  # the stop lane while the server runs (config.stop_port)
     viewers = ViewerGate(config.stream_max_viewers or max_viewers_from_env())
 
     @asynccontextmanager
@@ -120,11 +122,19 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             except (OSError, ValueError, RuntimeError) as exc:
                 log.error("the method's models could not be loaded (GET /health says why): %s", exc)
         runner.start()
+        if config.stop_port is not None:
+            lane = StopPort(runner.stop, stop_lane, config.stop_host, config.stop_port, lambda: config.allowed_origins)
+            lane.start()
+            lanes.append(lane)
+            log.info("stop lane: POST /stop on http://%s:%d/stop", config.stop_host, lane.port)
         try:
             yield
         finally:
             sys.setswitchinterval(switch)
             closing.set()
+            for lane in lanes:
+                lane.close()
+            lanes.clear()
             stop_lane.shutdown(wait=False)
             await asyncio.to_thread(runner.close)
             if owns_cell:
@@ -141,6 +151,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
     app.state.runner, app.state.cell, app.state.bus, app.state.config = runner, the_cell, bus, config
     app.state.journal_replay = replay  # what the journal held at start (None without a state directory)
     app.state.early_stop = early_stop  # serve with api.early_stop.protocol_for(app) so stops start at the socket
+    app.state.stop_lanes = lanes  # the running stop lane (api.stop_port), if config.stop_port is set
     install_error_handlers(app)
     if config.allowed_origins:
         app.add_middleware(
@@ -150,7 +161,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, stop_port=lambda: lanes[0].port if lanes else None)
     auth = Depends(BearerAuth(token))
     post_errors = error_responses(400, 401, 409, 413, 422, 429)
 
@@ -218,14 +229,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
         # reads queued ahead of it when many clients poll; served with `api.early_stop.protocol_for(app)`, the halt
         # has already started when the bytes of this request arrived
         report, seen = await stop_now(early_stop, runner, stop_lane)
-        return {
-            "halted": True,
-            "halt_s": round(report.halt_s, 6),
-            "job": report.job,
-            "cancelled": report.cancelled,
-            "halted_monotonic_s": report.halted_monotonic_s,
-            "received_monotonic_s": seen,
-        }
+        return stop_answer(report, seen)
 
     @app.post(
         "/scene/reset",
@@ -264,6 +268,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             "current": None if current is None else current.id,
             "default_controller": runner.controller.value,
         }
+        facts["stop_port"] = lanes[0].port if lanes else None  # the web page sends its stop there first
         robot = facts.get("robot", {})
         facts["ok"] = (
             bool(robot.get("connected"))

@@ -41,7 +41,10 @@ class ApiConfig:
     endpoints, reads mostly (1..64; Starlette's default is 40: under a flood of reads forty threads contend for
     Python's interpreter lock with the control loop and POST /stop, which then wait their turn);
     switch_interval_s: seconds a thread may hold the interpreter lock while others wait (`sys.setswitchinterval`,
-    set while the server runs; None keeps Python's 0.005): shorter lets a stop or a control tick in sooner.
+    set while the server runs; None keeps Python's 0.005): shorter lets a stop or a control tick in sooner;
+    stop_port: TCP port of the stop lane (`api.stop_port`: POST /stop served by a thread outside the event loop,
+    which a flood of reads cannot hold up; 0 picks a free one; None: no stop lane, stops through the API only);
+    stop_host: address the stop lane binds (the API's own address, as `sam2grasp serve --host` passes it).
     """
 
     backend: str = "sim"
@@ -62,6 +65,8 @@ class ApiConfig:
     stream_max_viewers: int | None = None
     read_threads: int = 8
     switch_interval_s: float | None = 0.001
+    stop_port: int | None = None
+    stop_host: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.backend not in ("sim", "ur5e"):
@@ -82,6 +87,8 @@ class ApiConfig:
             validate_max_viewers(self.stream_max_viewers)
         if self.switch_interval_s is not None and not 1e-4 <= self.switch_interval_s <= 0.1:
             raise ValueError(f"switch_interval_s must be within 0.0001..0.1 s (or None), got {self.switch_interval_s}")
+        if self.stop_port is not None and not 0 <= self.stop_port <= 65535:
+            raise ValueError(f"stop_port must be within 0..65535 (0: any free port) or None, got {self.stop_port}")
         if not 1 <= self.read_threads <= 64:
             raise ValueError(f"read_threads must be within 1..64, got {self.read_threads}")
         if not 1 <= self.job_history <= 100_000:

@@ -3,15 +3,33 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Content Security Policy of the web page: its own scripts, styles, images and WebSocket only.
+#: Content Security Policy of the web page: its own scripts, styles, images and WebSocket only (and the stop
+#: lane, see `csp`).
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+
+def csp(host: str | None, stop_port: int | None) -> str:
+    """The page's policy; with a stop lane, `connect-src` also allows its port on the machine name the page was
+    reached by (`host`: the request's Host header), so that the stop button can send there."""
+    if stop_port is None or not host:
+        return CSP
+    try:
+        name = urlsplit("//" + host).hostname
+    except ValueError:
+        return CSP
+    if not name or not all(c.isalnum() or c in ".-:" for c in name):
+        return CSP
+    where = f"[{name}]" if ":" in name else name
+    return CSP.replace("connect-src 'self'", f"connect-src 'self' http://{where}:{stop_port}", 1)
 
 
 async def _too_large(send: Send, limit: int) -> None:
@@ -76,15 +94,19 @@ class BodyLimit:
 
 
 class SecurityHeaders:
-    """Add no-sniff, frame, referrer and content-security-policy headers to every HTTP response."""
+    """Add no-sniff, frame, referrer and content-security-policy headers to every HTTP response; `stop_port`:
+    the stop lane's port while it runs (None: none), which the policy lets the page connect to."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, stop_port: Callable[[], int | None] = lambda: None) -> None:
+        self.app, self.stop_port = app, stop_port
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
+        host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+        policy = csp(host, self.stop_port()).encode()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -92,7 +114,7 @@ class SecurityHeaders:
                     (b"x-content-type-options", b"nosniff"),
                     (b"x-frame-options", b"DENY"),
                     (b"referrer-policy", b"no-referrer"),
-                    (b"content-security-policy", CSP.encode()),
+                    (b"content-security-policy", policy),
                 ]
                 message["headers"] = list(message.get("headers", [])) + extra
             await send(message)

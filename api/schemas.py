@@ -196,7 +196,8 @@ class ErrorBody(BaseModel):
 
 
 class Health(BaseModel):
-    """Robot, camera, models, safety, grounding and queue state."""
+    """Robot, camera, models, safety, grounding and queue state; `stop_port`: the port of the stop lane, which
+    serves POST /stop outside the API's event loop (None when the server runs without one)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -208,6 +209,7 @@ class Health(BaseModel):
     safety: dict[str, Any]
     grounding: str
     queue: dict[str, Any]
+    stop_port: int | None = None
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -42,9 +42,11 @@ def serve_child(
     read_threads: int = 8,
     switch_interval_s: float | None = 0.001,
     early_stop: bool = True,
+    stop_port: int | None = None,
 ) -> None:
     """Run the API (simulated cell, expert default controller) on 127.0.0.1:`port` until killed; early_stop:
-    serve with the stop-at-socket protocol as `sam2grasp serve` does (False: uvicorn's plain protocol)."""
+    serve with the stop-at-socket protocol as `sam2grasp serve` does (False: uvicorn's plain protocol);
+    stop_port: the stop lane's port (`ApiConfig.stop_port`; None: none)."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import faulthandler
     import signal
@@ -69,6 +71,7 @@ def serve_child(
         queue_capacity=64,
         read_threads=read_threads,
         switch_interval_s=switch_interval_s,
+        stop_port=stop_port,
     )
     if grounding == "stand-in":  # the tests' stand-in: privileged simulator segmentation, not a grounder
         stand_in = importlib.import_module("fake_grounding")
@@ -82,10 +85,16 @@ def serve_child(
 
 
 def start_server(
-    grounding: str, pace: float, read_threads: int = 8, switch_interval_ms: float = 1.0, early_stop: bool = True
+    grounding: str,
+    pace: float,
+    read_threads: int = 8,
+    switch_interval_ms: float = 1.0,
+    early_stop: bool = True,
+    stop_lane: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The server child on a free port; read_threads and switch_interval_ms (0 = Python's default) as in
-    `ApiConfig.read_threads` / `switch_interval_s`; early_stop as in `serve_child`."""
+    `ApiConfig.read_threads` / `switch_interval_s`; early_stop as in `serve_child`; stop_lane: run the stop lane
+    too (on another free port, which GET /health's `stop_port` gives), as `sam2grasp serve` does."""
     from pipeline.faults.server_process import free_port
 
     port = free_port()
@@ -98,6 +107,7 @@ def start_server(
     cmd = [sys.executable, __file__, "--child", str(port), "--grounding", grounding, "--pace", str(pace)]
     cmd += ["--read-threads", str(read_threads), "--switch-interval-ms", str(switch_interval_ms)]
     cmd += [] if early_stop else ["--plain-protocol"]
+    cmd += ["--child-stop-port", str(free_port())] if stop_lane else []
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 120
@@ -258,6 +268,7 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="serve with uvicorn's plain HTTP protocol instead of the stop-at-socket one (for comparison)",
     )
+    parser.add_argument("--child-stop-port", type=int, default=None, help=argparse.SUPPRESS)
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -274,7 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child is not None:
         switch = args.switch_interval_ms / 1000 if args.switch_interval_ms > 0 else None
-        serve_child(args.child, args.grounding, args.pace, args.read_threads, switch, not args.plain_protocol)
+        serve_child(
+            args.child,
+            args.grounding,
+            args.pace,
+            args.read_threads,
+            switch,
+            not args.plain_protocol,
+            args.child_stop_port,
+        )
         return 0
     proc, url = start_server(
         args.grounding, args.pace, args.read_threads, args.switch_interval_ms, not args.plain_protocol

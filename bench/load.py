@@ -240,12 +240,15 @@ class StopSender:
     this process do not delay the send (the server stamps its halt on the same monotonic clock). `in_process`:
     send from a thread of this process instead (the earlier way, for comparison)."""
 
-    def __init__(self, url: str, sync: httpx.Client, in_process: bool = False) -> None:
+    def __init__(self, url: str, in_process: bool = False) -> None:
         import subprocess
 
-        self.sync, self.in_process = sync, in_process
+        self.url, self.in_process = url, in_process
         self.proc: subprocess.Popen[str] | None = None
-        if not in_process:
+        self.sync: httpx.Client | None = None
+        if in_process:
+            self.sync = httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_keepalive_connections=0))
+        else:
             host, port = url.removeprefix("http://").split(":")
             self.proc = subprocess.Popen(
                 [sys.executable, "-c", _SENDER, host, port], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -253,10 +256,12 @@ class StopSender:
 
     def send(self) -> TimedStop:
         """One timed POST /stop (blocking)."""
-        if self.proc is None or self.proc.stdin is None or self.proc.stdout is None:
+        if self.sync is not None:
             sent = time.monotonic()
             r = self.sync.post("/stop")
             return TimedStop(sent, r.status_code, r.json(), time.monotonic())
+        if self.proc is None or self.proc.stdin is None or self.proc.stdout is None:
+            raise RuntimeError("the stop sender has no process")
         self.proc.stdin.write("stop\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
@@ -266,6 +271,8 @@ class StopSender:
         return TimedStop(float(doc["sent"]), int(doc["status"]), dict(doc["answer"]), float(doc["answered"]))
 
     def close(self) -> None:
+        if self.sync is not None:
+            self.sync.close()
         if self.proc is not None and self.proc.stdin is not None:
             self.proc.stdin.close()
             self.proc.wait(10)
@@ -386,7 +393,7 @@ def slope_mb_per_hour(samples: list[tuple[float, float]]) -> float | None:
 async def soak(
     client: httpx.AsyncClient,
     sync: httpx.Client,
-    stopper: StopSender,
+    stoppers: dict[str, StopSender],
     pid: int,
     seconds: float,
     capacity: int,
@@ -394,14 +401,16 @@ async def soak(
     stats: ReadStats,
 ) -> dict[str, Any]:
     """Pick cycles (reset, pick, overfill the queue, stop) for `seconds` while the readers run; RSS every
-    `interval_s` seconds."""
+    `interval_s` seconds. The cycles' stops take the routes of `stoppers` in turn (the stop lane and the API's
+    POST /stop, side by side in one run); the soak's headline stop figures are those of the first route."""
     samples: list[tuple[float, float]] = []
     t0 = time.monotonic()
     end = t0 + seconds
     cycles, codes, accepted, late = 0, {"202": 0, "429": 0}, 0, []
-    stop_ms: list[float] = []
-    halt_ms_in_cell: list[float] = []
-    to_server_ms: list[float] = []
+    routes = list(stoppers)
+    stop_ms: dict[str, list[float]] = {r: [] for r in routes}
+    halt_ms_in_cell: dict[str, list[float]] = {r: [] for r in routes}
+    to_server_ms: dict[str, list[float]] = {r: [] for r in routes}
 
     async def sample() -> None:
         while True:
@@ -418,34 +427,47 @@ async def soak(
             accepted += len(ids)
             stats.job_id = ids[0] if ids else stats.job_id
             await asyncio.sleep(min(3.0, max(0.0, end - time.monotonic())))
-            timed = await asyncio.to_thread(stopper.send)
+            route = routes[cycles % len(routes)]
+            timed = await asyncio.to_thread(stoppers[route].send)
             sent, answer = timed.sent, timed.answer
             stopped = answer.get("job")
             halt_ms = _request_to_halt_ms(sent, answer)
             if halt_ms is not None and stopped is not None:  # a stop that halted a moving job
-                stop_ms.append(halt_ms)
-                halt_ms_in_cell.append(1000.0 * float(answer.get("halt_s", float("nan"))))
+                stop_ms[route].append(halt_ms)
+                halt_ms_in_cell[route].append(1000.0 * float(answer.get("halt_s", float("nan"))))
                 seen = answer.get("received_monotonic_s")
-                to_server_ms.append(float("nan") if seen is None else 1000.0 * (float(seen) - sent))
+                to_server_ms[route].append(float("nan") if seen is None else 1000.0 * (float(seen) - sent))
             started = await started_after_stop(client, stopped)
             late += [started] if started is not None else []
             cycles += 1
-            say(f"soak cycle {cycles}: {counts}, job started after the stop: {started}, RSS {samples[-1][1]:.1f} MB")
+            say(
+                f"soak cycle {cycles}: {counts}, stop via {route} {halt_ms} ms, job started after the stop: "
+                f"{started}, RSS {samples[-1][1]:.1f} MB"
+            )
     finally:
         sampler.cancel()
     samples.append((time.monotonic() - t0, rss_mb(pid)))
     values = [m for _, m in samples]
     slope = slope_mb_per_hour(samples)
+
+    def figures(route: str) -> dict[str, Any]:
+        ms = stop_ms[route]
+        return {
+            "stops_halting_a_job": len(ms),
+            "request_to_halt_ms_p50": round(statistics.median(ms), 2) if ms else None,
+            "request_to_halt_ms_max": round(max(ms), 2) if ms else None,
+            **stop_distribution(ms, to_server_ms[route], halt_ms_in_cell[route]),
+        }
+
     return {
         "seconds": round(time.monotonic() - t0, 1),
         "cycles": cycles,
         "posts": codes,
         "accepted": accepted,
         "jobs_started_after_stop": late,
-        "stops_halting_a_job": len(stop_ms),
-        "request_to_halt_ms_p50": round(statistics.median(stop_ms), 2) if stop_ms else None,
-        "request_to_halt_ms_max": round(max(stop_ms), 2) if stop_ms else None,
-        **stop_distribution(stop_ms, to_server_ms, halt_ms_in_cell),
+        "stop_route": routes[0],
+        **figures(routes[0]),
+        "stops_by_route": {route: figures(route) for route in routes},
         "rss_samples": len(samples),
         "rss_start_mb": round(values[0], 1),
         "rss_max_mb": round(max(values), 1),
@@ -483,8 +505,12 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
     fresh = httpx.Limits(max_connections=args.burst_connections, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(120, pool=None), limits=fresh) as client:
         with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_keepalive_connections=0)) as sync:
-            stopper = StopSender(url, sync, in_process=args.stop_in_process)
             health = (await client.get("/health")).json()
+            lane = health.get("stop_port")
+            # the web page's route first (the stop lane, when the server runs one), then the API's POST /stop
+            stoppers = {"lane": StopSender(f"http://127.0.0.1:{lane}", args.stop_in_process)} if lane else {}
+            stoppers["api"] = StopSender(url, args.stop_in_process)
+            route, stopper = next(iter(stoppers.items()))
             capacity = int(health["queue"]["capacity"])
             rss_idle = rss_mb(pid)
             await _reset_when_idle(client, sync, 11)
@@ -507,18 +533,20 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
                 burst_s = time.monotonic() - t_burst
                 say(f"burst of {args.burst} answered in {burst_s:.1f} s: {counts}; stop once a job moves")
                 stop = await stop_under_load(client, sync, stopper)
+                stop["route"] = route
                 stats.seconds["load"] = time.monotonic() - started
                 say(f"stop: round trip {stop['round_trip_ms']} ms, job {stop['stopped_job_state']}")
                 jobs = await ledger(client, [first, *ids])
                 rss_after_load = rss_mb(pid)
                 say(f"ledger: {jobs['accepted']} accepted, {jobs['lost']} lost; soak for {args.soak_s} s")
                 stats.phase, soak_start = "soak", time.monotonic()
-                soaked = await soak(client, sync, stopper, pid, args.soak_s, capacity, args.interval_s, stats)
+                soaked = await soak(client, sync, stoppers, pid, args.soak_s, capacity, args.interval_s, stats)
                 stats.seconds["soak"] = time.monotonic() - soak_start
             finally:
                 done.set()
                 await asyncio.gather(*readers, return_exceptions=True)
-                stopper.close()
+                for each in stoppers.values():
+                    each.close()
             await client.post("/stop")
     checks = {
         "queue_bounded": counts.get("429", 0) > 0 and max(waiting, default=0) <= capacity,
@@ -537,6 +565,7 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         "server_read_threads": args.read_threads,
         "server_switch_interval_ms": args.switch_interval_ms,
         "server_stop_at_socket": not args.plain_protocol,
+        "server_stop_lane": lane,
         "stops_sent_from": "this process (a thread)" if args.stop_in_process else "a process of their own",
         "grounding": args.grounding,
         "queue_capacity": capacity,
@@ -576,6 +605,12 @@ def main(argv: list[str] | None = None) -> int:
         help="send the measured stops from a thread of this process (default: from a process of their own, which "
         "the readers' event loop and GIL here cannot delay)",
     )
+    parser.add_argument(
+        "--no-stop-lane",
+        action="store_true",
+        help="run the server without its stop lane: every stop through the API's POST /stop (default: the soak's "
+        "stops alternate between the stop lane and the API's POST /stop, reported side by side)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     args.interval_s = args.interval_s if args.interval_s is not None else max(1.0, args.soak_s / 120)
@@ -583,7 +618,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--soak-s must be >= 0 and --interval-s > 0 seconds, got {args.soak_s}, {args.interval_s}")
     t0 = time.monotonic()
     proc, url = start_server(
-        args.grounding, args.pace, args.read_threads, args.switch_interval_ms, not args.plain_protocol
+        args.grounding,
+        args.pace,
+        args.read_threads,
+        args.switch_interval_ms,
+        not args.plain_protocol,
+        stop_lane=not args.no_stop_lane,
     )
     server_start_s = time.monotonic() - t0
     say(f"server up in {server_start_s:.1f} s at {url}")
@@ -630,6 +670,13 @@ def _print_table(r: dict[str, Any]) -> None:
         f"end {s['rss_end_mb']} MB, slope {s['rss_slope_mb_per_hour']} MB/h ({s['rss_samples']} samples); jobs "
         f"started after a stop: {len(s['jobs_started_after_stop'])}; {s['stops_halting_a_job']} stops of a moving "
         f"job, sent to halted p50 {s['request_to_halt_ms_p50']} / max {s['request_to_halt_ms_max']} ms",
+        **{
+            f"soak stops via {route}": f"{f['stops_halting_a_job']} stops: sent to halted p50 "
+            f"{f['request_to_halt_ms_p50']} / p90 {f.get('request_to_halt_ms_p90')} / p99 "
+            f"{f.get('request_to_halt_ms_p99')} / max {f['request_to_halt_ms_max']} ms, over 100 ms: "
+            f"{f.get('stops_over_limit')}, until the server saw it max {f.get('until_server_saw_stop_ms_max')} ms"
+            for route, f in s["stops_by_route"].items()
+        },
         "checks": ", ".join(f"{k} {v}" for k, v in r["checks"].items()),
     }
     width = max(map(len, rows))

@@ -74,6 +74,13 @@ def add_product_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("--backend", choices=("sim", "ur5e"), default="sim", help="sim (default) or the real ur5e")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
+    p.add_argument(
+        "--stop-port",
+        type=int,
+        default=None,
+        help="TCP port of the stop lane, POST /stop served outside the API's event loop so that heavy reading "
+        "cannot delay it; the web page stops through it (default: --port + 1; 0: no stop lane)",
+    )
     p.add_argument("--controller", choices=("method", "expert"), default="method", help="default: method")
     p.add_argument("--robot-ip", default=None, help="UR controller address (ur5e backend)")
     p.add_argument("--camera", choices=("realsense",), default="realsense", help="camera of the ur5e backend")
@@ -142,6 +149,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if not 1 <= args.port <= 65535:
         raise ValueError(f"--port must be within 1..65535, got {args.port}")
+    stop_port = args.port + 1 if args.stop_port is None else args.stop_port
+    if not 0 <= stop_port <= 65535 or stop_port == args.port:
+        raise ValueError(f"--stop-port must be within 0..65535 (0: none) and differ from --port, got {stop_port}")
     names = tuple(n.strip() for n in args.objects.split(",") if n.strip())
     config = ApiConfig(
         backend=args.backend,
@@ -153,6 +163,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         state_dir=args.state_dir if args.state_dir is not None else default_state_dir(),
         job_history=args.job_history,
         read_threads=args.read_threads,
+        stop_port=stop_port or None,
+        stop_host=args.host,
     )
     cell = None
     try:
@@ -174,6 +186,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         note = f", {len(replay.interrupted)} interrupted by the last stop" if replay.interrupted else ""
         print(f"sam2grasp: job journal {replay.path}: {len(replay.jobs)} jobs{note}", flush=True)
     print(f"sam2grasp: serving the {args.backend} cell on http://{args.host}:{args.port}/", flush=True)
+    if stop_port:
+        print(f"sam2grasp: stop lane on http://{args.host}:{stop_port}/stop", flush=True)
     server_config = uvicorn.Config(
         app,
         host=args.host,

@@ -36,6 +36,16 @@ ARGS = [
 AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 
 
+SERVED_APPS: list[Any] = []  # the app the module's server runs, for what only the process can see
+
+
+def stop_lane_served(url: str) -> int:
+    """Stops the running server's stop lane has carried out."""
+    lanes = SERVED_APPS[-1].state.stop_lanes
+    assert lanes, f"the server at {url} runs no stop lane"
+    return int(lanes[0].served)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, SimCell]]:
     import torch
@@ -43,7 +53,9 @@ def server() -> Iterator[tuple[str, SimCell]]:
     torch.set_num_threads(1)
     cell = SimCell(SimCellConfig(seed=3, pace=2.0, names=("red ball", "green can", "blue cube")))
     try:
-        with running(stand_in_app(cell)) as port:
+        app = stand_in_app(cell, stop_port=0)  # with a stop lane, as `sam2grasp serve` runs
+        SERVED_APPS.append(app)
+        with running(app) as port:
             yield f"http://127.0.0.1:{port}", cell
     finally:
         cell.close()
@@ -98,9 +110,13 @@ def test_escape_halts_the_arm_mid_pick(page: Any, server: tuple[str, SimCell], t
     submit(page, "pick the green can")
     page.wait_for_selector("#jobs li[data-state=tracking], #jobs li[data-state=grasping]", timeout=30_000)
     time.sleep(0.3)
+    lane = httpx.get(url + "/health").json()["stop_port"]
+    assert lane is not None
+    served = stop_lane_served(url)
     page.keyboard.press("Escape")
     page.wait_for_selector("#jobs li[data-state=stopped]", timeout=10_000)
     assert "halted" in page.locator("#message").inner_text()
+    assert stop_lane_served(url) == served + 1  # the page's stop went through the stop lane
     first = httpx.get(url + "/health").json()["robot"]
     time.sleep(0.5)
     second = httpx.get(url + "/health").json()["robot"]
