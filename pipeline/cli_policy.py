@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 
 from pipeline.cli_common import print_json
@@ -209,6 +210,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chunk_execution(ensemble: str | None, action_steps: int | None) -> tuple[float | None, int | None] | None:
+    """(temporal_ensemble_coeff, n_action_steps) from `eval --ensemble M|none --action-steps N`, or None to keep
+    the head's own settings (ValueError naming what is valid)."""
+    if ensemble is None and action_steps is None:
+        return None
+    if action_steps is not None and action_steps < 1:
+        raise ValueError(f"--action-steps must be >= 1 (and at most the head's chunk size), got {action_steps}")
+    if ensemble is None or ensemble.strip().lower() == "none":
+        return None, action_steps
+    try:
+        m = float(ensemble)
+    except ValueError:
+        raise ValueError(f"--ensemble must be a number (the coefficient m) or 'none', got {ensemble!r}") from None
+    if not math.isfinite(m):
+        raise ValueError(f"--ensemble must be a finite number or 'none', got {ensemble!r}")
+    if action_steps is not None:
+        raise ValueError("--action-steps takes effect without ensembling: give --ensemble none with it (or neither)")
+    return m, None
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
 
     from pipeline.evaluate import EvalAgent, EvalConfig, evaluate, parse_levels
@@ -231,6 +252,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         videos=args.videos,
         latency=args.latency,
     )
+    execution = _chunk_execution(args.ensemble, args.action_steps)
     if not Path(args.policy).is_dir():
         raise FileNotFoundError(f"policy {args.policy} does not exist (a directory from `sam2grasp train`)")
     device = _torch_device(args)
@@ -243,6 +265,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 raise ValueError("a sam2grasp policy needs --tracker-checkpoint (the tracker its features came from)")
             agent = load_agent(Path(args.policy), tracker_ckpt, args.tracker, args.image_size, device=device)
             agent.coast_unseen = not args.no_coast
+            if execution is not None:
+                agent.head.set_inference(*execution)
         else:
             agent = load_image_agent(Path(args.policy), tracker_ckpt, args.tracker, args.image_size, device=device)
             if agent.tracker is None:
@@ -423,6 +447,20 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--out", default="runs/eval", help="directory for results.json, the plot, videos")
     p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds per trial (default 15)")
     p.add_argument("--latency", action="store_true", help="let the sim run on during inference (else lockstep)")
+    p.add_argument(
+        "--ensemble",
+        default=None,
+        metavar="M|none",
+        help="sam2grasp: chunk ensembling coefficient m at inference (weights exp(-m * i), i = 0 for the oldest "
+        "prediction; negative favours newer ones), or 'none' to take --action-steps actions of each chunk "
+        "(default: as trained)",
+    )
+    p.add_argument(
+        "--action-steps",
+        type=int,
+        default=None,
+        help="sam2grasp without ensembling: actions taken from each chunk before the next (default: the whole chunk)",
+    )
     p.add_argument(
         "--no-coast",
         action="store_true",

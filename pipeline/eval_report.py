@@ -77,7 +77,8 @@ class EvalReport:
     image baseline without a tracker; policy_type: which policy ran ("sam2grasp", "act", "act-cvae",
     "act-cvae-condition"); feature_spec: its input (a SAM2 feature spec, or "rgbWxH[+box]" for a baseline);
     coast_unseen: SAM2Grasp took the actions of frames where the target was not seen from earlier chunks (see
-    `SAM2GraspAgent`), False for a baseline."""
+    `SAM2GraspAgent`), False for a baseline; chunk_execution: how the head's chunks became actions
+    ("ensemble m=0.01", "first N of each chunk"; "" where the policy does not say)."""
 
     policy: str
     tracker_checkpoint: str
@@ -101,6 +102,7 @@ class EvalReport:
     seconds: float
     policy_type: str = "sam2grasp"
     coast_unseen: bool = False
+    chunk_execution: str = ""
 
 
 def level_result(p: float, results: list[TrialResult], videos: list[str]) -> LevelResult:

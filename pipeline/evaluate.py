@@ -292,6 +292,18 @@ def _describe(agent: EvalAgent) -> dict[str, str]:
     }
 
 
+def chunk_execution(agent: object) -> str:
+    """How `agent`'s head turns chunks into actions, in words ("" when it has no ACT head config)."""
+    head = getattr(agent, "head", None) or getattr(agent, "policy", None)
+    cfg = getattr(head, "config", None)
+    if cfg is None or not hasattr(cfg, "temporal_ensemble_coeff"):
+        return ""
+    m = cfg.temporal_ensemble_coeff
+    if m is not None:
+        return f"ensemble m={m:g}"
+    return f"first {cfg.action_steps} of each chunk of {cfg.chunk_size}"
+
+
 def evaluate(
     agent: EvalAgent,
     cfg: EvalConfig,
@@ -383,6 +395,7 @@ def evaluate(
         seconds=time.perf_counter() - start,
         policy_type=desc["policy_type"],
         coast_unseen=bool(getattr(agent, "coast_unseen", False)),
+        chunk_execution=chunk_execution(agent),
     )
     write_json(out / "results.json", asdict(report), default=str)
     return report

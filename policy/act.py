@@ -15,7 +15,7 @@ physical units everywhere and get physical actions back; the loss is L1 in norma
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -233,6 +233,16 @@ class ACTPolicy(nn.Module):
         self._queue: deque[torch.Tensor] = deque()
         self._chunks: list[tuple[int, torch.Tensor]] = []
         self._step = 0
+
+    def set_inference(self, temporal_ensemble_coeff: float | None, n_action_steps: int | None) -> None:
+        """Change how `select_action` turns chunks into actions, leaving the weights alone: ensembling with
+        coefficient m (a new chunk every step, weights exp(-m * i), i = 0 for the oldest: m > 0 favours older
+        predictions, m < 0 newer ones), or, with None, taking `n_action_steps` actions of each chunk (None: all
+        K). Validated as `ACTConfig` validates them (ValueError naming the valid range); forgets past chunks."""
+        self.config = replace(
+            self.config, temporal_ensemble_coeff=temporal_ensemble_coeff, n_action_steps=n_action_steps
+        )
+        self.reset()
 
     def reset(self) -> None:
         """Forget queued actions and past chunks (call at every episode start)."""

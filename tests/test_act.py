@@ -349,3 +349,56 @@ def test_coast_without_ensembling_pops_the_queue() -> None:
         assert got is not None
         torch.testing.assert_close(got, chunk[i])
     assert policy.coast() is None
+
+
+def test_set_inference_changes_how_chunks_become_actions_and_keeps_the_weights() -> None:
+    torch.manual_seed(0)
+    policy = ACTPolicy(tiny(temporal_ensemble_coeff=0.3)).eval()
+    weights = {k: v.clone() for k, v in policy.state_dict().items()}
+    obs = [batch(1, seed=s)[0] for s in range(4)]
+    chunks = [policy.predict_action_chunk(o)[0] for o in obs]
+    policy.select_action(obs[0])
+    policy.set_inference(None, 2)  # the first 2 actions of each chunk; past chunks are forgotten
+    got = [policy.select_action(o) for o in obs]
+    for t, want in enumerate((chunks[0][0], chunks[0][1], chunks[2][0], chunks[2][1])):
+        torch.testing.assert_close(got[t], want)
+    policy.set_inference(-0.5, None)  # newer predictions weigh more
+    policy.select_action(obs[0])
+    second = policy.select_action(obs[1])
+    w = np.exp(0.5 * np.arange(2))
+    torch.testing.assert_close(second, ((w[0] * chunks[0][1] + w[1] * chunks[1][0]) / w.sum()).float())
+    for k, v in policy.state_dict().items():
+        torch.testing.assert_close(v, weights[k])
+    with pytest.raises(ValueError, match="n_action_steps"):
+        policy.set_inference(None, K + 1)
+    with pytest.raises(ValueError, match="temporal_ensemble_coeff"):
+        policy.set_inference(float("nan"), None)
+    assert policy.config.temporal_ensemble_coeff == -0.5  # a refused change leaves the settings as they were
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "steps", "want"),
+    [
+        (None, None, None),
+        ("0.1", None, (0.1, None)),
+        ("-0.2", None, (-0.2, None)),
+        ("none", 5, (None, 5)),
+        (None, 4, (None, 4)),
+        ("none", None, (None, None)),
+    ],
+)
+def test_eval_chunk_execution_options(ensemble: str | None, steps: int | None, want: object) -> None:
+    from pipeline.cli_policy import _chunk_execution
+
+    assert _chunk_execution(ensemble, steps) == want
+
+
+@pytest.mark.parametrize(
+    ("ensemble", "steps", "match"),
+    [("fast", None, "a number"), ("inf", None, "finite"), ("0.1", 5, "without ensembling"), (None, 0, ">= 1")],
+)
+def test_eval_chunk_execution_options_are_checked(ensemble: str | None, steps: int | None, match: str) -> None:
+    from pipeline.cli_policy import _chunk_execution
+
+    with pytest.raises(ValueError, match=match):
+        _chunk_execution(ensemble, steps)
