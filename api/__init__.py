@@ -1,1 +1,1 @@
-"""FastAPI application and web control page (not yet implemented; see the product-surface issue)."""
+"""The HTTP API (FastAPI), its web control page and the stop guard."""

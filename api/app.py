@@ -48,7 +48,8 @@ from api.schemas import (
     error_responses,
     stream_responses,
 )
-from api.stop_port import StopPort, stop_answer
+from api.stop_guard import StopGuard
+from api.stop_port import stop_answer
 from api.stream import BOUNDARY, ViewerGate, max_viewers_from_env, mjpeg_frames
 from pipeline.jobs.cell import Cell, CellUnavailable
 from pipeline.jobs.grounding_port import Grounding, load_grounding
@@ -56,6 +57,7 @@ from pipeline.jobs.journal import JobJournal
 from pipeline.jobs.runner import JobRunner
 from pipeline.jobs.state import Controller, JobNotWaiting
 from pipeline.sequence import from_commands, parse_sequence_text, validate_sequence
+from robot.stop_signal import StopSignal
 
 STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger(__name__)
@@ -105,7 +107,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
     closing = threading.Event()
     stop_lane = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stop")
     early_stop = EarlyStop(runner.stop, stop_lane)
-    lanes: list[StopPort] = []  # the stop lane while the server runs (config.stop_port)
+    guards: list[StopGuard] = []  # the stop guard while the server runs (config.stop_port)
     viewers = ViewerGate(config.stream_max_viewers or max_viewers_from_env())
 
     @asynccontextmanager
@@ -123,18 +125,34 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
                 log.error("the method's models could not be loaded (GET /health says why): %s", exc)
         runner.start()
         if config.stop_port is not None:
-            lane = StopPort(runner.stop, stop_lane, config.stop_host, config.stop_port, lambda: config.allowed_origins)
-            lane.start()
-            lanes.append(lane)
-            log.info("stop lane: POST /stop on http://%s:%d/stop", config.stop_host, lane.port)
+            signal = StopSignal.create()
+            attach = getattr(the_cell, "attach_stop_signal", None)
+            if attach is not None:
+                attach(signal)  # the simulated arm holds from its next control step once the guard raises a stop
+            guard = StopGuard(
+                runner.stop, signal, attach is not None, config.stop_host, config.stop_port, config.allowed_origins
+            )
+            try:
+                await asyncio.to_thread(guard.start)
+            except RuntimeError:
+                if attach is not None:
+                    attach(None)
+                signal.close()
+                raise
+            guards.append(guard)
+            log.info("stop guard: POST /stop on http://%s:%d/stop", config.stop_host, guard.port)
         try:
             yield
         finally:
             sys.setswitchinterval(switch)
             closing.set()
-            for lane in lanes:
-                lane.close()
-            lanes.clear()
+            for guard in guards:
+                guard.close()
+                detach = getattr(the_cell, "attach_stop_signal", None)
+                if detach is not None:
+                    detach(None)
+                guard.signal.close()
+            guards.clear()
             stop_lane.shutdown(wait=False)
             await asyncio.to_thread(runner.close)
             if owns_cell:
@@ -151,7 +169,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
     app.state.runner, app.state.cell, app.state.bus, app.state.config = runner, the_cell, bus, config
     app.state.journal_replay = replay  # what the journal held at start (None without a state directory)
     app.state.early_stop = early_stop  # serve with api.early_stop.protocol_for(app) so stops start at the socket
-    app.state.stop_lanes = lanes  # the running stop lane (api.stop_port), if config.stop_port is set
+    app.state.stop_guards = guards  # the running stop guard (api.stop_guard), if config.stop_port is set
     install_error_handlers(app)
     if config.allowed_origins:
         app.add_middleware(
@@ -161,7 +179,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             allow_headers=["Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-    app.add_middleware(SecurityHeaders, stop_port=lambda: lanes[0].port if lanes else None)
+    app.add_middleware(SecurityHeaders, stop_port=lambda: guards[0].port if guards else None)
     auth = Depends(BearerAuth(token))
     post_errors = error_responses(400, 401, 409, 413, 422, 429)
 
@@ -268,7 +286,7 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             "current": None if current is None else current.id,
             "default_controller": runner.controller.value,
         }
-        facts["stop_port"] = lanes[0].port if lanes else None  # the web page sends its stop there first
+        facts["stop_port"] = guards[0].port if guards else None  # the web page sends its stop there first
         robot = facts.get("robot", {})
         facts["ok"] = (
             bool(robot.get("connected"))

@@ -42,9 +42,9 @@ class ApiConfig:
     Python's interpreter lock with the control loop and POST /stop, which then wait their turn);
     switch_interval_s: seconds a thread may hold the interpreter lock while others wait (`sys.setswitchinterval`,
     set while the server runs; None keeps Python's 0.005): shorter lets a stop or a control tick in sooner;
-    stop_port: TCP port of the stop lane (`api.stop_port`: POST /stop served by a thread outside the event loop,
-    which a flood of reads cannot hold up; 0 picks a free one; None: no stop lane, stops through the API only);
-    stop_host: address the stop lane binds (the API's own address, as `sam2grasp serve --host` passes it).
+    stop_port: TCP port of the stop guard (`api.stop_guard`: POST /stop served by a process of its own, which
+    halts the simulated arm without waiting for the server's threads; 0 picks a free one; None: no guard, stops
+    through the API only); stop_host: address the guard binds (the API's own, as `sam2grasp serve --host` passes).
     """
 
     backend: str = "sim"

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Content Security Policy of the web page: its own scripts, styles, images and WebSocket only (and the stop
-#: lane, see `csp`).
+#: guard, see `csp`).
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; script-src 'self'; style-src 'self'; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -18,7 +18,7 @@ CSP = (
 
 
 def csp(host: str | None, stop_port: int | None) -> str:
-    """The page's policy; with a stop lane, `connect-src` also allows its port on the machine name the page was
+    """The page's policy; with a stop guard, `connect-src` also allows its port on the machine name the page was
     reached by (`host`: the request's Host header), so that the stop button can send there."""
     if stop_port is None or not host:
         return CSP
@@ -95,7 +95,7 @@ class BodyLimit:
 
 class SecurityHeaders:
     """Add no-sniff, frame, referrer and content-security-policy headers to every HTTP response; `stop_port`:
-    the stop lane's port while it runs (None: none), which the policy lets the page connect to."""
+    the stop guard's port while it runs (None: none), which the policy lets the page connect to."""
 
     def __init__(self, app: ASGIApp, stop_port: Callable[[], int | None] = lambda: None) -> None:
         self.app, self.stop_port = app, stop_port

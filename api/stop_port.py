@@ -1,11 +1,9 @@
-"""A port of its own for `POST /stop`, served by a thread outside the server's event loop.
+"""The HTTP side of the stop lane: a server that answers `POST /stop` and nothing else, on threads of its own.
 
-Under a flood of reads the event loop that serves the API works through hundreds of ready connections on every
-turn, and a stop's bytes can sit in the kernel for a turn or two before the loop reads them (tens to a hundred and
-more milliseconds on two cores). This listener blocks in the kernel on a socket of its own: when a stop arrives
-its thread wakes at once and needs only the interpreter lock, which the server hands over every
-`ApiConfig.switch_interval_s`. It answers exactly what `POST /stop` on the API answers, serves nothing else, and
-needs no token (stopping is always allowed). The web page sends its stop here first and falls back to the API.
+It runs inside the stop guard's process (`api.stop_guard`), which carries each stop out without waiting for the
+API server's threads. Answers are those of the API's `POST /stop` (`api.schemas.StopResponse`); stopping needs no
+token. Odd requests (a body too large, a bad length) still stop; anything that is not `POST /stop` is refused and
+stops nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +12,12 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from pipeline.jobs.runner import StopReport
+if TYPE_CHECKING:
+    from pipeline.jobs.runner import StopReport
 
 #: The only request this port serves.
 STOP_PATH = "/stop"
@@ -27,8 +25,6 @@ STOP_PATH = "/stop"
 MAX_CONNECTIONS = 32
 #: Seconds an idle kept-alive connection stays open.
 IDLE_TIMEOUT_S = 30.0
-#: Seconds a stop waits for the halt's report before answering 503 (the halt itself is not undone).
-REPORT_TIMEOUT_S = 10.0
 #: Largest request body read (bytes); a stop needs none.
 MAX_BODY_BYTES = 1024
 
@@ -49,21 +45,20 @@ def stop_answer(report: StopReport, seen: float) -> dict[str, Any]:
 class StopPort:
     """Serves `POST /stop` on `host:port` (port 0: a free one, see `port`) from threads of its own.
 
-    stop: the runner's stop; lane: the executor stops run on (the API's own, so the two ports' stops run one at a
-    time); origins: page origins allowed to read the answer cross-origin (the API's own page and
-    `ApiConfig.allowed_origins`; the stop itself is carried out whatever the origin)."""
+    carry_out: carries one stop out, given `time.monotonic()` seconds when its request was read; returns the HTTP
+    status and JSON answer; origins: page origins allowed to read the answer cross-origin besides pages of the
+    same machine name (the stop itself is carried out whatever the origin)."""
 
     def __init__(
         self,
-        stop: Callable[[], StopReport],
-        lane: Executor,
+        carry_out: Callable[[float], tuple[int, dict[str, Any]]],
         host: str = "127.0.0.1",
         port: int = 0,
         origins: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"stop port must be within 0..65535 (0: any free port), got {port}")
-        self._stop, self._lane, self._origins = stop, lane, origins
+        self._carry_out, self._origins = carry_out, origins
         self._open = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.served = 0  #: stops carried out through this port
         handler = _handler_for(self)
@@ -94,17 +89,10 @@ class StopPort:
 
     def halt(self) -> tuple[int, dict[str, Any]]:
         """Carry out one stop: (HTTP status, JSON answer)."""
-        seen = time.monotonic()
-        try:
-            future = self._lane.submit(self._stop)
-        except RuntimeError:  # the lane is shut down: the server is closing and halts the arm itself
-            return 503, _error("server_closing", "the server is shutting down and halts the arm itself")
-        try:
-            report = future.result(REPORT_TIMEOUT_S)
-        except TimeoutError:
-            return 503, _error("stop_slow", f"the halt did not report within {REPORT_TIMEOUT_S:.0f} s; it goes on")
-        self.served += 1
-        return 200, stop_answer(report, seen)
+        status, answer = self._carry_out(time.monotonic())
+        if status == 200:
+            self.served += 1
+        return status, answer
 
     def allow_origin(self, origin: str | None, host: str | None) -> str | None:
         """The origin to name in Access-Control-Allow-Origin, if `origin` may read the answer: one of `origins`, or a
@@ -129,7 +117,8 @@ class StopPort:
         self._open.release()
 
 
-def _error(type_: str, message: str) -> dict[str, Any]:
+def error(type_: str, message: str) -> dict[str, Any]:
+    """An error answer in the API's form."""
     return {"error": {"type": type_, "message": message, "candidates": []}}
 
 
@@ -194,7 +183,7 @@ def _handler_for(port: StopPort) -> type[BaseHTTPRequestHandler]:
         def _wrong(self) -> None:
             what = f"{self.command} {self.path}"
             self._send(
-                404 if self.command == "POST" else 405, _error("not_found", f"{what}: this port serves POST /stop only")
+                404 if self.command == "POST" else 405, error("not_found", f"{what}: this port serves POST /stop only")
             )
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -204,7 +193,7 @@ def _handler_for(port: StopPort) -> type[BaseHTTPRequestHandler]:
                 self.request_version = "HTTP/1.0"
             self.close_connection = True
             what = message or "bad request"
-            self._send(code, _error("bad_request", f"{what}: this port serves POST /stop only"))
+            self._send(code, error("bad_request", f"{what}: this port serves POST /stop only"))
 
         def _cors(self) -> None:
             headers = getattr(self, "headers", None)  # absent when the request line itself was malformed

@@ -46,7 +46,7 @@ def serve_child(
 ) -> None:
     """Run the API (simulated cell, expert default controller) on 127.0.0.1:`port` until killed; early_stop:
     serve with the stop-at-socket protocol as `sam2grasp serve` does (False: uvicorn's plain protocol);
-    stop_port: the stop lane's port (`ApiConfig.stop_port`; None: none)."""
+    stop_port: the stop guard's port (`ApiConfig.stop_port`; None: none)."""
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
     import faulthandler
     import signal
@@ -90,10 +90,10 @@ def start_server(
     read_threads: int = 8,
     switch_interval_ms: float = 1.0,
     early_stop: bool = True,
-    stop_lane: bool = False,
+    stop_guard: bool = False,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """The server child on a free port; read_threads and switch_interval_ms (0 = Python's default) as in
-    `ApiConfig.read_threads` / `switch_interval_s`; early_stop as in `serve_child`; stop_lane: run the stop lane
+    `ApiConfig.read_threads` / `switch_interval_s`; early_stop as in `serve_child`; stop_guard: run the stop guard
     too (on another free port, which GET /health's `stop_port` gives), as `sam2grasp serve` does."""
     from pipeline.faults.server_process import free_port
 
@@ -107,7 +107,7 @@ def start_server(
     cmd = [sys.executable, __file__, "--child", str(port), "--grounding", grounding, "--pace", str(pace)]
     cmd += ["--read-threads", str(read_threads), "--switch-interval-ms", str(switch_interval_ms)]
     cmd += [] if early_stop else ["--plain-protocol"]
-    cmd += ["--child-stop-port", str(free_port())] if stop_lane else []
+    cmd += ["--child-stop-port", str(free_port())] if stop_guard else []
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     end = time.monotonic() + 120

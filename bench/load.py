@@ -401,7 +401,7 @@ async def soak(
     stats: ReadStats,
 ) -> dict[str, Any]:
     """Pick cycles (reset, pick, overfill the queue, stop) for `seconds` while the readers run; RSS every
-    `interval_s` seconds. The cycles' stops take the routes of `stoppers` in turn (the stop lane and the API's
+    `interval_s` seconds. The cycles' stops take the routes of `stoppers` in turn (the stop guard and the API's
     POST /stop, side by side in one run); the soak's headline stop figures are those of the first route."""
     samples: list[tuple[float, float]] = []
     t0 = time.monotonic()
@@ -507,8 +507,8 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_keepalive_connections=0)) as sync:
             health = (await client.get("/health")).json()
             lane = health.get("stop_port")
-            # the web page's route first (the stop lane, when the server runs one), then the API's POST /stop
-            stoppers = {"lane": StopSender(f"http://127.0.0.1:{lane}", args.stop_in_process)} if lane else {}
+            # the web page's route first (the stop guard, when the server runs one), then the API's POST /stop
+            stoppers = {"guard": StopSender(f"http://127.0.0.1:{lane}", args.stop_in_process)} if lane else {}
             stoppers["api"] = StopSender(url, args.stop_in_process)
             route, stopper = next(iter(stoppers.items()))
             capacity = int(health["queue"]["capacity"])
@@ -565,7 +565,7 @@ async def run(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         "server_read_threads": args.read_threads,
         "server_switch_interval_ms": args.switch_interval_ms,
         "server_stop_at_socket": not args.plain_protocol,
-        "server_stop_lane": lane,
+        "server_stop_guard_port": lane,
         "stops_sent_from": "this process (a thread)" if args.stop_in_process else "a process of their own",
         "grounding": args.grounding,
         "queue_capacity": capacity,
@@ -606,10 +606,10 @@ def main(argv: list[str] | None = None) -> int:
         "the readers' event loop and GIL here cannot delay)",
     )
     parser.add_argument(
-        "--no-stop-lane",
+        "--no-stop-guard",
         action="store_true",
-        help="run the server without its stop lane: every stop through the API's POST /stop (default: the soak's "
-        "stops alternate between the stop lane and the API's POST /stop, reported side by side)",
+        help="run the server without its stop guard: every stop through the API's POST /stop (default: the soak's "
+        "stops alternate between the stop guard and the API's POST /stop, reported side by side)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
@@ -623,7 +623,7 @@ def main(argv: list[str] | None = None) -> int:
         args.read_threads,
         args.switch_interval_ms,
         not args.plain_protocol,
-        stop_lane=not args.no_stop_lane,
+        stop_guard=not args.no_stop_guard,
     )
     server_start_s = time.monotonic() - t0
     say(f"server up in {server_start_s:.1f} s at {url}")

@@ -78,8 +78,8 @@ def add_product_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "--stop-port",
         type=int,
         default=None,
-        help="TCP port of the stop lane, POST /stop served outside the API's event loop so that heavy reading "
-        "cannot delay it; the web page stops through it (default: --port + 1; 0: no stop lane)",
+        help="TCP port of the stop guard, a process of its own serving POST /stop, which halts the arm without "
+        "waiting for the API's threads; the web page stops through it (default: --port + 1; 0: no guard)",
     )
     p.add_argument("--controller", choices=("method", "expert"), default="method", help="default: method")
     p.add_argument("--robot-ip", default=None, help="UR controller address (ur5e backend)")
@@ -187,7 +187,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"sam2grasp: job journal {replay.path}: {len(replay.jobs)} jobs{note}", flush=True)
     print(f"sam2grasp: serving the {args.backend} cell on http://{args.host}:{args.port}/", flush=True)
     if stop_port:
-        print(f"sam2grasp: stop lane on http://{args.host}:{stop_port}/stop", flush=True)
+        print(f"sam2grasp: stop guard on http://{args.host}:{stop_port}/stop", flush=True)
     server_config = uvicorn.Config(
         app,
         host=args.host,

@@ -39,11 +39,11 @@ AUTH = {"Authorization": f"Bearer {TEST_TOKEN}"}
 SERVED_APPS: list[Any] = []  # the app the module's server runs, for what only the process can see
 
 
-def stop_lane_served(url: str) -> int:
-    """Stops the running server's stop lane has carried out."""
-    lanes = SERVED_APPS[-1].state.stop_lanes
-    assert lanes, f"the server at {url} runs no stop lane"
-    return int(lanes[0].served)
+def stop_guard_served(url: str) -> int:
+    """Stops the running server's stop guard has carried out."""
+    lanes = SERVED_APPS[-1].state.stop_guards
+    assert lanes, f"the server at {url} runs no stop guard"
+    return int(lanes[0].carried_out)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def server() -> Iterator[tuple[str, SimCell]]:
     torch.set_num_threads(1)
     cell = SimCell(SimCellConfig(seed=3, pace=2.0, names=("red ball", "green can", "blue cube")))
     try:
-        app = stand_in_app(cell, stop_port=0)  # with a stop lane, as `sam2grasp serve` runs
+        app = stand_in_app(cell, stop_port=0)  # with a stop guard, as `sam2grasp serve` runs
         SERVED_APPS.append(app)
         with running(app) as port:
             yield f"http://127.0.0.1:{port}", cell
@@ -112,11 +112,11 @@ def test_escape_halts_the_arm_mid_pick(page: Any, server: tuple[str, SimCell], t
     time.sleep(0.3)
     lane = httpx.get(url + "/health").json()["stop_port"]
     assert lane is not None
-    served = stop_lane_served(url)
+    served = stop_guard_served(url)
     page.keyboard.press("Escape")
     page.wait_for_selector("#jobs li[data-state=stopped]", timeout=10_000)
     assert "halted" in page.locator("#message").inner_text()
-    assert stop_lane_served(url) == served + 1  # the page's stop went through the stop lane
+    assert stop_guard_served(url) == served + 1  # the page's stop went through the stop guard
     first = httpx.get(url + "/health").json()["robot"]
     time.sleep(0.5)
     second = httpx.get(url + "/health").json()["robot"]

@@ -34,14 +34,15 @@ async function api(method, path, body) {
 }
 
 // ---------------------------------------------------------------- stop
-// The stop lane (GET /health's stop_port) serves POST /stop outside the API's event loop, so that heavy reading
-// cannot hold a stop up; a stop goes there first and to the API's own POST /stop if the lane cannot be reached.
-let stopLane = null;
+// The stop guard (GET /health's stop_port), a process of its own, halts the arm without waiting for the API's
+// threads, which heavy reading keeps busy; a stop goes there first and to the API's own POST /stop if the guard
+// cannot be reached.
+let stopGuard = null;
 
-async function stopThroughLane() {
-  if (!stopLane) return null;
+async function stopThroughGuard() {
+  if (!stopGuard) return null;
   try {
-    const res = await fetch(stopLane, { method: "POST" }); // no body, no custom header: no preflight round trip
+    const res = await fetch(stopGuard, { method: "POST" }); // no body, no custom header: no preflight round trip
     return res.ok ? await res.json() : null;
   } catch (_) {
     return null;
@@ -50,7 +51,7 @@ async function stopThroughLane() {
 
 async function stop() {
   try {
-    const r = (await stopThroughLane()) || (await api("POST", "/stop"));
+    const r = (await stopThroughGuard()) || (await api("POST", "/stop"));
     say("Stopped: motion halted in " + (r.halt_s * 1000).toFixed(0) + " ms; " + r.cancelled + " waiting job(s) cancelled.");
   } catch (e) {
     say("Stop request failed: " + e.message + ". Use the robot's emergency stop.");
@@ -159,7 +160,7 @@ async function refreshHealth() {
   try {
     const h = await api("GET", "/health");
     camera = { width: h.camera.width || 0, height: h.camera.height || 0 };
-    stopLane = h.stop_port ? location.protocol + "//" + location.hostname + ":" + h.stop_port + "/stop" : null;
+    stopGuard = h.stop_port ? location.protocol + "//" + location.hostname + ":" + h.stop_port + "/stop" : null;
     const r = h.robot;
     let robot = r.connected ? "connected" : "NOT CONNECTED";
     if (r.protective_stop) robot += ", PROTECTIVE STOP: " + r.message;

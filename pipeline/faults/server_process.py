@@ -75,6 +75,7 @@ class ServerProcess:
     def __init__(self, settings: ServerSettings, log_path: Path) -> None:
         self.settings, self.log_path = settings, log_path
         self.port = settings.port or free_port()
+        self.stop_port = free_port()  # the stop guard's (`serve` would take --port + 1, which may be in use)
         self.base = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -98,6 +99,7 @@ class ServerProcess:
         `timeout_s` seconds pass)."""
         s = self.settings
         args = [sys.executable, "-m", "pipeline.cli", "serve", "--backend", "sim", "--port", str(self.port)]
+        args += ["--stop-port", str(self.stop_port)]
         args += ["--controller", s.controller, "--grounding", s.grounding, "--state-dir", str(s.state_dir)]
         args += ["--seed", str(s.seed), "--objects", s.objects, "--pace", str(s.pace)]
         env = {

@@ -37,6 +37,7 @@ from robot.sim.mjcf import GRIPPER_STROKE, TCP_OFFSET
 from robot.sim.outcome import OutcomeRules
 from robot.sim.scene import SceneRequest, SceneSpec, sample_scene
 from robot.sim.sim_robot import SimRobot
+from robot.stop_signal import StopSignal
 
 T = TypeVar("T")
 
@@ -64,6 +65,7 @@ class SimCell:
         self._frame: OverlayFrame | None = None
         self._frame_seq = 0
         self._drive: SimDrive | None = None
+        self._stop_signal: StopSignal | None = None  # a stop raised by the stop guard's process (attach_stop_signal)
         self._agents = AgentSlot(
             self.config.head, self.config.tracker, f"the method needs the shipped models in {MODELS}"
         )
@@ -85,6 +87,7 @@ class SimCell:
             with self._lock:
                 obs, _ = self.env.reset(seed, ResetOptions(scene=scene))
                 self.robot = SimRobot(self.env, obs)
+                self.robot.stop_signal = self._stop_signal
                 self._protective = ""
                 self._candidates = ()
                 self._publish(caption=f"scene {seed}")
@@ -142,6 +145,7 @@ class SimCell:
         with self._lock:
             self.env.retarget(target.instance)
             self.robot = SimRobot(self.env, self.robot.last_observation)
+            self.robot.stop_signal = self._stop_signal
             self._candidates = ()
         phase = [JobState.TRACKING]
         on_state(JobState.TRACKING)  # loading the method's models (once) counts as tracking
@@ -220,6 +224,12 @@ class SimCell:
         if result.reason != EndReason.EPISODE_DONE:
             return PickOutcome(False, "place_failed", f"place motion ended with {result.reason.value}; {detail}")
         return PickOutcome(ok, "" if ok else "not_placed", detail)
+
+    def attach_stop_signal(self, signal: StopSignal | None) -> None:
+        """Hold the arm at every simulated control step while a stop raised through `signal` (by the stop guard,
+        another process) is pending, from the next step on, whatever the server's threads are doing."""
+        self._stop_signal = signal
+        self.robot.stop_signal = signal  # one attribute: the step in progress sees it at its next control step
 
     def halt(self) -> float:
         """Stop all motion now; seconds taken (the control loop ended and the robot told to hold)."""

@@ -17,6 +17,7 @@ from robot.protocols import CameraFrame, RobotStatus
 from robot.sim.env import Observation, PickEnv, StepInfo
 from robot.sim.mjcf import GRIPPER_STROKE
 from robot.sim.outcome import Outcome
+from robot.stop_signal import StopSignal
 
 F64 = npt.NDArray[np.float64]
 
@@ -44,6 +45,9 @@ class SimRobot:
         # the pose a stop requested from another thread holds (joints rad, gripper m), latched at the request
         self._held: tuple[F64, float] | None = None
         self._held_lock = threading.Lock()
+        #: a stop raised by another process (the stop guard): every control step holds while it is pending
+        self.stop_signal: StopSignal | None = None
+        self._guard_hold: tuple[F64, float] | None = None  # the pose held for it, latched at the first such step
 
     @property
     def control_dt(self) -> float:
@@ -60,13 +64,13 @@ class SimRobot:
     def joint_target(self) -> F64:
         """The joint target, radians: the stored one, or the hold of a requested stop from the moment of the
         request (the simulation applies it from its next control step)."""
-        held = self._held
+        held = self._guard_hold or self._held
         return held[0].copy() if held is not None else self._q_target.copy()
 
     @property
     def gripper_target(self) -> float:
         """The gripper opening target, metres (as `joint_target`, the hold of a requested stop once requested)."""
-        held = self._held
+        held = self._guard_hold or self._held
         return held[1] if held is not None else self._grip_target
 
     # ------------------------------------------------------------------ Robot
@@ -138,8 +142,7 @@ class SimRobot:
         for _ in range(round(n)):
             if self._stop_requested.is_set():
                 self.stop()
-            action = np.append(self._q_target, self._grip_target)
-            obs, _, terminated, truncated, info = self.env.step(action)
+            obs, _, terminated, truncated, info = self.env.step(self._action())
             self.last_info = info
             self.terminated |= terminated
             self.truncated |= truncated
@@ -147,6 +150,17 @@ class SimRobot:
             raise RuntimeError("advance stepped nothing")
         self.last_observation = obs
         return obs
+
+    def _action(self) -> F64:
+        """The command of the next control step: the targets, or while a stop raised by another process is
+        pending (`stop_signal`) the pose where the arm was at the first step that saw it."""
+        signal = self.stop_signal
+        if signal is not None and signal.pending:
+            if self._guard_hold is None:
+                self._guard_hold = (self.env.joints, self.env.gripper_width)
+            return np.append(*self._guard_hold)
+        self._guard_hold = None
+        return np.append(self._q_target, self._grip_target)
 
 
 class SimCamera:
