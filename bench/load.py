@@ -4,7 +4,8 @@ Against a real server in a child process (uvicorn, simulated cell, bench/api.py'
 controller, a bounded job queue whose capacity GET /health reports), in one run:
 1. one pick job is started; `--readers` clients loop GET /jobs, /jobs/{id}, /health for the whole run;
 2. a burst of `--burst` POST /pick arrives while the job runs: accepted (202) vs refused (429, queue full);
-3. once a job is moving, POST /stop from a process of its own (`--stop-in-process`: a thread of this one):
+3. once a job is moving, POST /stop from a process of its own (`--stop-in-process`: a thread of this one) to
+   the server's stop guard (`api.stop_guard`, the web page's route; the API's POST /stop with `--no-stop-guard`):
    milliseconds from sending it to the arm halted
    (the server stamps the halt on the machine's monotonic clock), its round trip (the request returns once
    motion is halted), the server's halt time, and whether the commanded joints then stay put;
@@ -12,8 +13,10 @@ controller, a bounded job queue whose capacity GET /health reports), in one run:
 4. every accepted job id must be unique and listed exactly once by GET /jobs, in a final state (no lost, no
    duplicated jobs); read requests per second and p50 / p99 latency while the burst and stop ran;
 5. a soak of `--soak-s` seconds: the readers go on while pick cycles (reset, pick, fill the queue past its
-   capacity, stop) repeat, each stop checked as in 3; the server's resident memory (RSS) is sampled at intervals:
-   start, max, end, and the least-squares slope in MB per hour.
+   capacity, stop) repeat, each stop checked as in 3, the stops taking the stop guard and the API's POST /stop
+   in turn (reported side by side, the guard's as the headline); the server's resident memory (RSS, the API
+   process; the guard is a process of its own) is sampled at intervals: start, max, end, and the least-squares
+   slope in MB per hour.
 
     OMP_NUM_THREADS=1 MUJOCO_GL=egl .venv/bin/python bench/load.py --readers 200 --burst 1000 --soak-s 1800
     .venv/bin/python bench/load.py --json --readers 20 --burst 100 --soak-s 20
