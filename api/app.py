@@ -129,9 +129,8 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             attach = getattr(the_cell, "attach_stop_signal", None)
             if attach is not None:
                 attach(signal)  # the simulated arm holds from its next control step once the guard raises a stop
-            guard = StopGuard(
-                runner.stop, signal, attach is not None, config.stop_host, config.stop_port, config.allowed_origins
-            )
+            watched = attach is not None and bool(getattr(the_cell, "halts_on_raised_stop", False))
+            guard = StopGuard(runner.stop, signal, watched, config.stop_host, config.stop_port, config.allowed_origins)
             try:
                 await asyncio.to_thread(guard.start)
             except RuntimeError:

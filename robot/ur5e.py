@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from robot.protocols import RobotStatus
 from robot.safety import SafetyLayer
+from robot.stop_signal import StopSignal
 from robot.ur5e_boundary import RECEIVE_VARIABLES, RtdeControl, RtdeFactory, RtdeIO, RtdeReceive, UrRtdeFactory
 from robot.ur5e_config import UR5eConfig, clamp_speed_slider
 from robot.ur5e_connect import classify_constructor_error, probe_controller, probe_rtde
@@ -68,9 +69,22 @@ class UR5e:
         self._receive: RtdeReceive | None = None
         self._io: RtdeIO | None = None
         self._servo: ServoLoop | None = None
+        self._stop_signal: StopSignal | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._closed = False
         self.reconnects = 0
+
+    @property
+    def stop_signal(self) -> StopSignal | None:
+        """A stop raised by another process (`api.stop_guard`): the servo thread drops its target and sends
+        servoStop at every tick while it is pending, whatever the server's other threads are doing."""
+        return self._stop_signal
+
+    @stop_signal.setter
+    def stop_signal(self, signal: StopSignal | None) -> None:
+        self._stop_signal = signal
+        if self._servo is not None:
+            self._servo.stop_signal = signal
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> None:
@@ -98,6 +112,7 @@ class UR5e:
         self._servo = ServoLoop(
             control, self._receive, safety, cfg.servo, self.events, self._io_lock, self._reconnect, self.clock
         )
+        self._servo.stop_signal = self._stop_signal
         self._servo.start()
         self._closed = False
         self._install_exit_hooks()

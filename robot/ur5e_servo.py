@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from robot.protocols import RobotStatus
 from robot.safety import SafetyLayer, SafetyViolation
+from robot.stop_signal import StopSignal
 from robot.ur5e_boundary import RtdeControl, RtdeReceive
 from robot.ur5e_config import ServoConfig
 from robot.ur5e_errors import NotConnectedError, ProtectiveStopError, UR5eError
@@ -64,6 +65,9 @@ class ServoLoop:
         self._last_start: float | None = None
         self.periods: list[float] = []
         self.sent = 0
+        #: a stop raised by another process (the stop guard): while pending, every tick drops the target and
+        #: halts (servoStop), before the server's own stop reaches the driver
+        self.stop_signal: StopSignal | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -173,6 +177,12 @@ class ServoLoop:
         """One servo tick at `now` seconds (call with io_lock held)."""
         status = self._read_status()
         if not status.connected:
+            return
+        signal = self.stop_signal
+        if signal is not None and signal.pending:
+            self.clear()
+            self._halt_locked("a stop raised by the stop guard")
+            self._kick()
             return
         with self._lock:
             target, t_cmd = self._target, self._target_time

@@ -373,3 +373,33 @@ def test_serve_closes_the_connected_cell_when_the_server_ends_or_cannot_start(
     assert len(served) == 1
     assert len(connected) == 2
     assert stopped_cleanly(doubles.ctl)  # the drivers' exit path ran when the server ended
+
+
+def test_the_stop_guard_reaches_the_real_arms_servo_thread_and_reports_the_servers_halt(
+    view: View, doubles: Doubles
+) -> None:
+    import httpx
+
+    feeder = Feeder(doubles.device, view.rgb)
+    cell: RealCell | None = None
+    try:
+        cell = connect_real_cell(
+            doubles.host, "realsense", doubles.calibration, settings=doubles.settings(), seams=doubles.seams()
+        )
+        grounding = Grounding(fake_parse_command, BoxLocator(view.box), "TEST STAND-IN")
+        config = ApiConfig(backend="ur5e", token=TEST_TOKEN, token_file=None, stop_port=0)
+        with TestClient(create_app(config, cell=cell, grounding=grounding)) as client:
+            port = client.get("/health").json()["stop_port"]
+            signal = cell.arm.stop_signal
+            assert signal is not None  # the servo thread reads it at every tick
+            answer = httpx.post(f"http://127.0.0.1:{port}/stop").json()
+            assert answer["halted"] is True
+            # the real arm is halted by the server's stop (its servo thread is one of the server's), so the answer
+            # gives the server's halt, which follows the guard's raise
+            assert answer["halted_monotonic_s"] > signal.raised()[1]
+            assert not signal.pending
+        assert cell.arm.stop_signal is None  # detached when the server ends
+    finally:
+        if cell is not None:
+            cell.close()
+        feeder.stop()

@@ -338,3 +338,28 @@ def test_signal_chain_survives_drivers_closed_out_of_order() -> None:
             os.kill(os.getpid(), signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_stop_raised_by_the_guard_halts_the_servo_at_the_next_tick(manual: tuple[UR5e, FakeController]) -> None:
+    from robot.stop_signal import StopSignal
+
+    robot, ctl = manual
+    signal = StopSignal.create()
+    try:
+        robot.stop_signal = signal
+        robot.servo_joints(HOME + 0.01)
+        ctl.run_ticks(3)
+        assert len(ctl.servoj) == 3
+        start = len(ctl.calls)
+        StopSignal.attach(signal.path).raise_stop()  # as the guard raises it, from its own process
+        ctl.run_ticks(1)
+        assert [n for n, _ in servoj_after(ctl, start)] == ["servoStop"]
+        robot.servo_joints(HOME + 0.02)  # the server's control loop, not yet told, goes on commanding
+        ctl.run_ticks(5)
+        assert [n for n, _ in servoj_after(ctl, start)] == ["servoStop"]  # nothing reaches the arm meanwhile
+        signal.acknowledge(1)  # the server carried the stop out: the next job may move
+        robot.servo_joints(HOME + 0.02)
+        ctl.run_ticks(2)
+        assert [n for n, _ in servoj_after(ctl, start)] == ["servoStop", "servoJ", "servoJ"]
+    finally:
+        signal.close()

@@ -44,6 +44,7 @@ from robot.calibration import CameraCalibration
 from robot.kinematics import forward
 from robot.protocols import RobotStatus
 from robot.safety import MAX_GRIPPER_WIDTH, SafetyLayer
+from robot.stop_signal import StopSignal
 
 #: Why the expert is refused on the real arm.
 EXPERT_REFUSED = (
@@ -60,6 +61,9 @@ class RealCell:
     Thread-safe: `halt` may come from any thread while a pick runs on the job runner's."""
 
     controllers = frozenset({Controller.METHOD})
+    #: the arm runs on towards its last servoJ target until the servo thread, a thread of the server, gets its
+    #: turn to send servoStop: a stop raised by the guard halts it then, not at once
+    halts_on_raised_stop = False
 
     def __init__(
         self, config: RealCellConfig, calibration: CameraCalibration, arm: Any, camera: Any, gripper: Any
@@ -197,6 +201,12 @@ class RealCell:
             return PickOutcome(False, "place_failed", f"place motion ended with {end.control.reason.value}")
         where = [round(float(v), 3) for v in release]
         return PickOutcome(True, "", f"released at {where} m (base frame); the camera does not check where it fell")
+
+    def attach_stop_signal(self, signal: StopSignal | None) -> None:
+        """Let the arm's servo thread read `signal` (a stop raised by the stop guard) at every tick: while pending,
+        it sends servoStop and drops its target. The server's stop then closes the gate and ends the loops."""
+        if hasattr(self.arm, "stop_signal"):
+            self.arm.stop_signal = signal
 
     def halt(self) -> float:
         """Stop all motion now (any thread): the gate closes (no further command reaches the arm), servoStop and a

@@ -46,6 +46,10 @@ class SimCell:
     """The simulated `Cell`. Thread-safe: API threads read frames and health; everything that steps or renders
     the simulation runs on the cell's own simulation thread (an OpenGL context belongs to one thread)."""
 
+    #: the simulated arm moves only when the simulation steps, and every step reads the stop signal first: a stop
+    #: raised by the guard holds it from that moment
+    halts_on_raised_stop = True
+
     controllers = frozenset({Controller.METHOD, Controller.EXPERT})
 
     def __init__(self, config: SimCellConfig | None = None) -> None:
