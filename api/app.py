@@ -146,14 +146,15 @@ def create_app(config: ApiConfig, *, cell: Cell | None = None, grounding: Ground
             sys.setswitchinterval(switch)
             closing.set()
             for guard in guards:
-                guard.close()
-                detach = getattr(the_cell, "attach_stop_signal", None)
+                guard.close()  # no further stop comes through it; the API's POST /stop still serves
+            stop_lane.shutdown(wait=False)
+            await asyncio.to_thread(runner.close)  # motion ends here: only then is the signal let go
+            detach = getattr(the_cell, "attach_stop_signal", None)
+            for guard in guards:
                 if detach is not None:
                     detach(None)
                 guard.signal.close()
             guards.clear()
-            stop_lane.shutdown(wait=False)
-            await asyncio.to_thread(runner.close)
             if owns_cell:
                 await asyncio.to_thread(the_cell.close)
             if journal is not None:

@@ -69,13 +69,16 @@ class StopSignal:
         return count, at
 
     def raised(self) -> tuple[int, float]:
-        """(stops raised so far, monotonic seconds of the last; 0.0 if none)."""
+        """(stops raised so far, monotonic seconds of the last; 0.0 if none). ValueError once closed."""
         count, at = _LAYOUT.unpack_from(self._map, 0)
         return int(count), float(at)
 
     @property
     def pending(self) -> bool:
-        """True while a raised stop has not been acknowledged: motion must hold."""
+        """True while a raised stop has not been acknowledged: motion must hold (also once closed, for a step
+        that still held this signal as it was let go)."""
+        if self._map.closed:
+            return True
         return self.raised()[0] > self._acknowledged
 
     def acknowledge(self, count: int) -> None:
