@@ -1,4 +1,4 @@
-"""The HTTP side of the stop lane: a server that answers `POST /stop` and nothing else, on threads of its own.
+"""The HTTP side of the stop guard: a server that answers `POST /stop` and nothing else, on threads of its own.
 
 It runs inside the stop guard's process (`api.stop_guard`), which carries each stop out without waiting for the
 API server's threads. Answers are those of the API's `POST /stop` (`api.schemas.StopResponse`); stopping needs no
