@@ -41,8 +41,8 @@ class SimRobot:
         self.terminated = False
         self.truncated = False
         self.stop_count = 0
-        self._stop_requested = threading.Event()
-        # the pose a stop requested from another thread holds (joints rad, gripper m), latched at the request
+        # the pose a stop requested from another thread holds (joints rad, gripper m), latched at the request;
+        # set while that stop waits for the next simulated control step
         self._held: tuple[F64, float] | None = None
         self._held_lock = threading.Lock()
         #: a stop raised by another process (the stop guard): every control step holds while it is pending
@@ -91,12 +91,7 @@ class SimRobot:
         stepping (under the cell's lock); from any other thread use `request_stop`."""
         with self._held_lock:
             held, self._held = self._held, None
-            self._stop_requested.clear()
-        if held is not None:
-            self._q_target, self._grip_target = held
-        else:
-            self._q_target = self.env.joints
-            self._grip_target = self.env.gripper_width
+        self._q_target, self._grip_target = held if held is not None else self._measured_pose()
         self.stop_count += 1
 
     def request_stop(self) -> None:
@@ -107,8 +102,7 @@ class SimRobot:
         the latched pose from there. A second request before that step keeps the first hold. Returns at once."""
         with self._held_lock:
             if self._held is None:
-                self._held = (self.env.joints, self.env.gripper_width)
-            self._stop_requested.set()
+                self._held = self._measured_pose()
 
     def status(self) -> RobotStatus:
         """Connected; a protective stop once the episode's outcome is a collision."""
@@ -140,7 +134,7 @@ class SimRobot:
             raise ValueError(f"dt_s must be a positive whole multiple of control_dt ({self.control_dt} s), got {dt_s}")
         obs: Observation | None = None
         for _ in range(round(n)):
-            if self._stop_requested.is_set():
+            if self._held is not None:  # a stop requested from another thread
                 self.stop()
             obs, _, terminated, truncated, info = self.env.step(self._action())
             self.last_info = info
@@ -151,13 +145,17 @@ class SimRobot:
         self.last_observation = obs
         return obs
 
+    def _measured_pose(self) -> tuple[F64, float]:
+        """The measured joint angles (radians) and gripper opening (metres)."""
+        return self.env.joints, self.env.gripper_width
+
     def _action(self) -> F64:
         """The command of the next control step: the targets, or while a stop raised by another process is
         pending (`stop_signal`) the pose where the arm was at the first step that saw it."""
         signal = self.stop_signal
         if signal is not None and signal.pending:
             if self._guard_hold is None:
-                self._guard_hold = (self.env.joints, self.env.gripper_width)
+                self._guard_hold = self._measured_pose()
             return np.append(*self._guard_hold)
         self._guard_hold = None
         return np.append(self._q_target, self._grip_target)
