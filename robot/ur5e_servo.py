@@ -178,20 +178,15 @@ class ServoLoop:
         status = self._read_status()
         if not status.connected:
             return
-        signal = self.stop_signal
-        if signal is not None and signal.pending:
-            self.clear()
-            self._halt_locked("a stop raised by the stop guard")
+        guard_stop = self.stop_signal is not None and self.stop_signal.pending
+        if guard_stop or not status.ok or self.paused:
+            if guard_stop or not status.ok:
+                self.clear()
+                self._halt_locked("a stop raised by the stop guard" if guard_stop else status.message)
             self._kick()
             return
         with self._lock:
             target, t_cmd = self._target, self._target_time
-        if not status.ok or self.paused:
-            if not status.ok:
-                self.clear()
-                self._halt_locked(status.message)
-            self._kick()
-            return
         if target is not None and now - t_cmd > self.safety.limits.command_timeout:
             self.clear()
             if self._servoing:
