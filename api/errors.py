@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.error_body import error_body
 from grounding.errors import GroundingError
 from pipeline.jobs.cell import CellUnavailable
 from pipeline.jobs.queue import QueueFull
@@ -34,8 +35,7 @@ def error_json(
     status: int, type_: str, message: str, candidates: list[Any] | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     """The error response."""
-    body = {"error": {"type": type_, "message": message, "candidates": candidates or []}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(error_body(type_, message, candidates), status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.error_body import error_body
+
 #: Content Security Policy of the web page: its own scripts, styles, images and WebSocket only (and the stop
 #: guard, see `csp`).
 CSP = (
@@ -33,9 +35,7 @@ def csp(host: str | None, stop_port: int | None) -> str:
 
 
 async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps(
-        {"error": {"type": "too_large", "message": f"request body over {limit} bytes", "candidates": []}}
-    ).encode()
+    body = json.dumps(error_body("too_large", f"request body over {limit} bytes")).encode()
     await send(
         {
             "type": "http.response.start",
@@ -105,8 +105,9 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        host = dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
-        policy = csp(host, self.stop_port()).encode()
+        port = self.stop_port()
+        host = None if port is None else dict(scope.get("headers", [])).get(b"host", b"").decode("latin-1")
+        policy = csp(host, port).encode()
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

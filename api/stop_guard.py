@@ -29,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from api.stop_port import StopPort, error
+from api.error_body import error_body
+from api.stop_port import StopPort
 from robot.stop_signal import StopSignal
 
 if TYPE_CHECKING:
@@ -85,13 +86,13 @@ def _carry_out(signal: StopSignal, link: _ServerLink) -> Callable[[float], tuple
         try:
             link.notify(number, seen, raised)
         except (OSError, ValueError):
-            return 503, error("server_gone", "the stop is raised and the arm holds, but the API server is gone")
+            return 503, error_body("server_gone", "the stop is raised and the arm holds, but the API server is gone")
         reply = link.wait(number, CONFIRM_TIMEOUT_S)
         if reply is None or "error" in reply:
             why = "did not confirm it" if reply is None else f"answered: {reply['error']}"
             msg = f"the stop is raised and the simulated arm holds, but the API server {why} within "
             msg += f"{CONFIRM_TIMEOUT_S:.0f} s (its jobs may still be queued): POST /stop on the API as well"
-            return 503, error("not_confirmed", msg)
+            return 503, error_body("not_confirmed", msg)
         halted = raised if reply.get("watched") else float(reply.get("halted_monotonic_s", raised))
         return 200, {
             "halted": True,
@@ -115,8 +116,7 @@ def guard_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal = StopSignal.attach(args.signal)
     link = _ServerLink(sys.stdout, sys.stdin)
-    origins = tuple(args.origin)
-    port = StopPort(_carry_out(signal, link), args.host, args.port, lambda: origins)
+    port = StopPort(_carry_out(signal, link), args.host, args.port, tuple(args.origin))
     port.start()
     with link._write:
         sys.stdout.write(json.dumps({"port": port.port}) + "\n")

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from api.error_body import error_body
+
 if TYPE_CHECKING:
     from pipeline.jobs.runner import StopReport
 
@@ -54,7 +56,7 @@ class StopPort:
         carry_out: Callable[[float], tuple[int, dict[str, Any]]],
         host: str = "127.0.0.1",
         port: int = 0,
-        origins: Callable[[], tuple[str, ...]] = tuple,
+        origins: tuple[str, ...] = (),
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"stop port must be within 0..65535 (0: any free port), got {port}")
@@ -100,7 +102,7 @@ class StopPort:
         API's own page on the next port."""
         if origin is None:
             return None
-        if origin in self._origins():
+        if origin in self._origins:
             return origin
         try:
             same = host is not None and urlsplit(origin).hostname == urlsplit("//" + host).hostname
@@ -115,11 +117,6 @@ class StopPort:
     def leave(self) -> None:
         """Count a connection out."""
         self._open.release()
-
-
-def error(type_: str, message: str) -> dict[str, Any]:
-    """An error answer in the API's form."""
-    return {"error": {"type": type_, "message": message, "candidates": []}}
 
 
 def _handler_for(port: StopPort) -> type[BaseHTTPRequestHandler]:
@@ -183,7 +180,8 @@ def _handler_for(port: StopPort) -> type[BaseHTTPRequestHandler]:
         def _wrong(self) -> None:
             what = f"{self.command} {self.path}"
             self._send(
-                404 if self.command == "POST" else 405, error("not_found", f"{what}: this port serves POST /stop only")
+                404 if self.command == "POST" else 405,
+                error_body("not_found", f"{what}: this port serves POST /stop only"),
             )
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
@@ -193,7 +191,7 @@ def _handler_for(port: StopPort) -> type[BaseHTTPRequestHandler]:
                 self.request_version = "HTTP/1.0"
             self.close_connection = True
             what = message or "bad request"
-            self._send(code, error("bad_request", f"{what}: this port serves POST /stop only"))
+            self._send(code, error_body("bad_request", f"{what}: this port serves POST /stop only"))
 
         def _cors(self) -> None:
             headers = getattr(self, "headers", None)  # absent when the request line itself was malformed

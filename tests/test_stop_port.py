@@ -19,9 +19,10 @@ from fake_grounding import TEST_TOKEN, stand_in_app
 from fastapi.testclient import TestClient
 
 from api.config import ApiConfig
+from api.error_body import error_body
 from api.schemas import StopResponse
 from api.stop_guard import StopGuard
-from api.stop_port import MAX_CONNECTIONS, StopPort, error, stop_answer
+from api.stop_port import MAX_CONNECTIONS, StopPort, stop_answer
 from pipeline.jobs.runner import StopReport
 from pipeline.jobs.sim_cell import SimCell
 from pipeline.jobs.sim_config import SimCellConfig
@@ -55,7 +56,7 @@ class CountingStop:
 @pytest.fixture
 def lane() -> Iterator[tuple[StopPort, CountingStop, str]]:
     stop = CountingStop()
-    port = StopPort(stop.carry_out, origins=lambda: ("https://console.example",))
+    port = StopPort(stop.carry_out, origins=("https://console.example",))
     port.start()
     try:
         yield port, stop, f"http://127.0.0.1:{port.port}"
@@ -165,7 +166,7 @@ def test_beyond_the_connection_limit_a_stop_is_still_carried_out(lane: tuple[Sto
 
 
 def test_an_answer_other_than_200_is_passed_on_and_not_counted() -> None:
-    port = StopPort(lambda seen: (503, error("not_confirmed", "the server did not confirm")))
+    port = StopPort(lambda seen: (503, error_body("not_confirmed", "the server did not confirm")))
     port.start()
     try:
         r = httpx.post(f"http://127.0.0.1:{port.port}/stop")
