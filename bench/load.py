@@ -246,7 +246,7 @@ class StopSender:
     def __init__(self, url: str, in_process: bool = False) -> None:
         import subprocess
 
-        self.url, self.in_process = url, in_process
+        self.in_process = in_process
         self.proc: subprocess.Popen[str] | None = None
         self.sync: httpx.Client | None = None
         if in_process:
@@ -462,6 +462,7 @@ async def soak(
             **stop_distribution(ms, to_server_ms[route], halt_ms_in_cell[route]),
         }
 
+    by_route = {route: figures(route) for route in routes}
     return {
         "seconds": round(time.monotonic() - t0, 1),
         "cycles": cycles,
@@ -469,8 +470,8 @@ async def soak(
         "accepted": accepted,
         "jobs_started_after_stop": late,
         "stop_route": routes[0],
-        **figures(routes[0]),
-        "stops_by_route": {route: figures(route) for route in routes},
+        **by_route[routes[0]],
+        "stops_by_route": by_route,
         "rss_samples": len(samples),
         "rss_start_mb": round(values[0], 1),
         "rss_max_mb": round(max(values), 1),
