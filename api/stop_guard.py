@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from api.error_body import error_body
-from api.stop_port import StopPort
+from api.stop_port import StopPort, check_stop_port
 from robot.stop_signal import StopSignal
 
 if TYPE_CHECKING:
@@ -149,8 +149,7 @@ class StopGuard:
         port: int = 0,
         origins: tuple[str, ...] = (),
     ) -> None:
-        if not 0 <= port <= 65535:
-            raise ValueError(f"stop port must be within 0..65535 (0: any free port), got {port}")
+        check_stop_port(port)  # here too: a bad port is refused before a process is started
         self._stop, self.signal, self.watched = stop, signal, watched
         self._args = ["--signal", str(signal.path), "--host", host, "--port", str(port)]
         for origin in origins:

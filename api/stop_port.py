@@ -31,6 +31,12 @@ IDLE_TIMEOUT_S = 30.0
 MAX_BODY_BYTES = 1024
 
 
+def check_stop_port(port: int) -> None:
+    """ValueError unless `port` is a TCP port or 0 (any free one)."""
+    if not 0 <= port <= 65535:
+        raise ValueError(f"stop port must be within 0..65535 (0: any free port), got {port}")
+
+
 def stop_answer(report: StopReport, seen: float) -> dict[str, Any]:
     """The JSON of a stop's answer (`api.schemas.StopResponse`), on either port; `seen`: `time.monotonic()` seconds
     when the server saw the stop."""
@@ -58,8 +64,7 @@ class StopPort:
         port: int = 0,
         origins: tuple[str, ...] = (),
     ) -> None:
-        if not 0 <= port <= 65535:
-            raise ValueError(f"stop port must be within 0..65535 (0: any free port), got {port}")
+        check_stop_port(port)
         self._carry_out, self._origins = carry_out, origins
         self._open = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.served = 0  #: stops carried out through this port
