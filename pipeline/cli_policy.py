@@ -191,6 +191,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         action_mode=args.action_mode,
         head=head,
         image_size=parse_image_size(args.image_size) if args.image_size else None,
+        learn_undone_closes=args.learn_undone_closes,
     )
     train_cfg = HeadTrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
@@ -415,6 +416,11 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes held out (default 0.1)")
+    p.add_argument(
+        "--learn-undone-closes",
+        action="store_true",
+        help="also learn the close labels a demonstration opens again (missed grasps; by default not learned)",
+    )
     p.add_argument("--dim-model", type=int, default=None, help="head width (default 256)")
     p.add_argument("--heads", type=int, default=None, help="attention heads (default 8)")
     p.add_argument("--ff-dim", type=int, default=None, help="feed-forward width (default 1024)")

@@ -46,7 +46,8 @@ class PolicyTrainConfig:
     cache: an explicit cache directory; val_fraction: share of episodes held out (whole episodes); action_mode:
     "joint" or "ee"; head: ACTConfig fields other than those taken from the cache (feature_spec, token_dim,
     n_tokens, action_mode). image_size: (width, height) pixels the image baselines downscale frames to (None:
-    128x96); features, cache: SAM2Grasp only; image_size: baselines only.
+    128x96); features, cache: SAM2Grasp only; image_size: baselines only. learn_undone_closes: also learn the
+    close labels a demonstration opens again (`policy.undone_closes`; by default they stay out of the loss).
     """
 
     policy: str = "sam2grasp"
@@ -56,6 +57,7 @@ class PolicyTrainConfig:
     action_mode: str = "joint"
     head: dict[str, Any] | None = None
     image_size: tuple[int, int] | None = None
+    learn_undone_closes: bool = False
 
     def __post_init__(self) -> None:
         check_policy_name(self.policy)
@@ -161,10 +163,14 @@ def ee_targets(
     return out.astype(np.float32)
 
 
-def episode_arrays(data: Path, cache: FeatureCache, action_mode: str) -> list[EpisodeArrays]:
+def episode_arrays(
+    data: Path, cache: FeatureCache, action_mode: str, *, learn_undone_closes: bool = False
+) -> list[EpisodeArrays]:
     """One `EpisodeArrays` per cached episode: tokens and extras from the cache, state and targets from the
-    dataset. CacheError when the cache does not match the dataset."""
+    dataset, and (unless learn_undone_closes) the close labels a demonstration opens again marked to be
+    ignored. CacheError when the cache does not match the dataset."""
     from pipeline.dataset.reader import Dataset
+    from policy.undone_closes import label_ignore
 
     dataset = Dataset(data)
     problems = cache.verify(data)
@@ -181,7 +187,8 @@ def episode_arrays(data: Path, cache: FeatureCache, action_mode: str) -> list[Ep
         if len(ep) != len(feats):
             raise CacheError(f"episode {e}: {len(ep)} frames in the dataset, {len(feats)} in the cache {cache.path}")
         target = ep.action if action_mode == "joint" else ee_targets(ep.ee_pose, ep.action, reference)
-        out.append(EpisodeArrays(feats.tokens, feats.extras, ep.state, target))
+        ignore = None if learn_undone_closes else label_ignore(target)
+        out.append(EpisodeArrays(feats.tokens, feats.extras, ep.state, target, ignore))
     if not out:
         raise CacheError(f"cache {cache.path} holds no episodes")
     return out
@@ -228,7 +235,7 @@ def _train_baseline(data: Path, out: Path, config: PolicyTrainConfig, train_cfg:
     image_cfg = ImageACTConfig.create(
         config.policy, config.image_size or DEFAULT_IMAGE_SIZE, action_mode=config.action_mode, **(config.head or {})
     )
-    episodes = load_image_episodes(data, image_cfg, config.action_mode)
+    episodes = load_image_episodes(data, image_cfg, config.action_mode, learn_undone_closes=config.learn_undone_closes)
     # the same whole-episode split as SAM2Grasp's (same function, seed and episode order): the same held-out episodes
     arrays = [e.arrays() for e in episodes]
     position = {id(a): i for i, a in enumerate(arrays)}
@@ -291,7 +298,7 @@ def train_policy(
         action_mode=config.action_mode,
         **head_fields,
     )
-    episodes = episode_arrays(data, cache, config.action_mode)
+    episodes = episode_arrays(data, cache, config.action_mode, learn_undone_closes=config.learn_undone_closes)
     train, val = split_by_episode(episodes, config.val_fraction, train_cfg.seed)
     result = train_head(train, val, act_config, train_cfg, out, log=log)
     tracker_record = {**asdict(cache.key), "cache": str(cache.path), "cache_key": cache.key.digest}

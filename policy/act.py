@@ -51,13 +51,21 @@ class PolicyInput:
 
 @dataclass(frozen=True)
 class PolicyTarget:
-    """Action chunks (B, K, A) in physical units and their padding mask is_pad (B, K) bool."""
+    """Action chunks (B, K, A) in physical units, their padding mask is_pad (B, K) bool, and ignore (B, K, A)
+    bool: single labels kept out of the loss (None: none; see `policy.undone_closes`)."""
 
     actions: torch.Tensor
     is_pad: torch.Tensor
+    ignore: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> PolicyTarget:
-        return PolicyTarget(self.actions.to(device), self.is_pad.to(device))
+        ignore = None if self.ignore is None else self.ignore.to(device)
+        return PolicyTarget(self.actions.to(device), self.is_pad.to(device), ignore)
+
+    def valid(self) -> torch.Tensor:
+        """(B, K, A) bool: the label elements the loss counts (not padded, not ignored)."""
+        keep = (~self.is_pad).unsqueeze(-1).expand(self.actions.shape)
+        return keep if self.ignore is None else keep & ~self.ignore
 
 
 @dataclass(frozen=True)
@@ -280,13 +288,20 @@ class ACTPolicy(nn.Module):
         if not isinstance(pad, torch.Tensor) or pad.dtype != torch.bool or tuple(pad.shape) != (batch, cfg.chunk_size):
             got = tuple(pad.shape) if isinstance(pad, torch.Tensor) else type(pad).__name__
             raise ValueError(f"target is_pad must be a bool tensor of shape ({batch}, {cfg.chunk_size}), got {got}")
+        ignore = target.ignore
+        if ignore is not None and (
+            not isinstance(ignore, torch.Tensor) or ignore.dtype != torch.bool or ignore.shape != actions.shape
+        ):
+            got = tuple(ignore.shape) if isinstance(ignore, torch.Tensor) else type(ignore).__name__
+            raise ValueError(f"target ignore must be None or a bool tensor shaped like the actions, got {got}")
         dev = self._device()
-        return PolicyTarget(actions.to(dev, torch.float32), pad.to(dev))
+        return PolicyTarget(actions.to(dev, torch.float32), pad.to(dev), None if ignore is None else ignore.to(dev))
 
     def forward(
         self, inp: PolicyInput, target: PolicyTarget, l1_count: float | None = None
     ) -> tuple[torch.Tensor, LossInfo]:
-        """Training loss: L1 over non-padded action elements (normalised units) + kl_weight * KL with the CVAE.
+        """Training loss: L1 over the counted action elements (`PolicyTarget.valid`: not padded, not ignored;
+        normalised units) + kl_weight * KL with the CVAE.
 
         l1_count: what the L1 sum is divided by; default the number of non-padded elements in this batch.
         Distributed training passes (global count / world size) so that DDP's gradient average equals the
@@ -306,9 +321,9 @@ class ACTPolicy(nn.Module):
         else:
             latent = torch.zeros(b, self.config.latent_dim, device=tokens.device)
         pred = self.model(tokens, extras, state, latent)
-        valid = (~target.is_pad).unsqueeze(-1).to(pred.dtype)
+        valid = target.valid().to(pred.dtype)
         l1_sum = ((pred - actions).abs() * valid).sum()
-        local_count = valid.sum() * self.config.action_dim
+        local_count = valid.sum()
         l1 = l1_sum / (local_count.clamp_min(1) if l1_count is None else l1_count)
         loss = l1 if kl is None else l1 + self.config.kl_weight * kl
         info = LossInfo(

@@ -20,16 +20,18 @@ from policy.act import PolicyTarget
 from policy.chunks import ChunkDataset, EpisodeArrays
 from policy.frame_prep import prepare_frame
 from policy.image_act_config import ImageACTConfig
+from policy.undone_closes import label_ignore
 
 
 @dataclass(frozen=True)
 class ImageEpisode:
     """One episode, T frames: frames (T, h, w, 3) uint8 as the policy sees them, state (T, S) and action targets
-    (T, A) in physical units."""
+    (T, A) in physical units; ignore (T, A) bool: labels kept out of the loss (None: none)."""
 
     frames: npt.NDArray[np.uint8]
     state: npt.NDArray[np.float32]
     action: npt.NDArray[np.float32]
+    ignore: npt.NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         f = self.frames
@@ -54,6 +56,7 @@ class ImageEpisode:
             extras=np.zeros((t, 1), dtype=np.float32),
             state=self.state,
             action=self.action,
+            ignore=self.ignore,
         )
 
 
@@ -63,12 +66,15 @@ def load_image_episodes(
     action_mode: str = "joint",
     episodes: Sequence[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    learn_undone_closes: bool = False,
 ) -> list[ImageEpisode]:
     """The dataset's episodes (all, or `episodes`) as the policy sees them.
 
     Frames: the front camera, downscaled to the config's size, with the dataset's per-frame target box drawn for
     the condition variant. Targets: joint mode the dataset's `action`; ee mode the next frame's TCP pose and the
-    commanded opening (`pipeline.train_policy.ee_targets`, as SAM2Grasp trains). progress(i, n) after each episode.
+    commanded opening (`pipeline.train_policy.ee_targets`, as SAM2Grasp trains); the close labels a demonstration
+    opens again are ignored unless learn_undone_closes, as for SAM2Grasp. progress(i, n) after each episode.
     """
     from pipeline.dataset.reader import Dataset
     from pipeline.train_policy import ee_targets
@@ -88,8 +94,9 @@ def load_image_episodes(
         if ep.rgb is None:
             raise ValueError(f"episode {e} of {data} has no front-camera video")
         frames = np.stack([prepare_frame(ep.rgb[t], ep.target_box[t], config) for t in range(len(ep))])
-        target = ep.action if action_mode == "joint" else ee_targets(ep.ee_pose, ep.action)
-        out.append(ImageEpisode(frames, ep.state.astype(np.float32), np.asarray(target, dtype=np.float32)))
+        target = np.asarray(ep.action if action_mode == "joint" else ee_targets(ep.ee_pose, ep.action), np.float32)
+        ignore = None if learn_undone_closes else label_ignore(target)
+        out.append(ImageEpisode(frames, ep.state.astype(np.float32), target, ignore))
         if progress is not None:
             progress(i + 1, len(picks))
     return out

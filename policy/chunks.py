@@ -20,12 +20,14 @@ from policy.act import PolicyInput, PolicyTarget
 
 @dataclass(frozen=True)
 class EpisodeArrays:
-    """One episode, T frames: tokens (T, n, C) float16/float32, extras (T, E), state (T, S), action (T, A)."""
+    """One episode, T frames: tokens (T, n, C) float16/float32, extras (T, E), state (T, S), action (T, A);
+    ignore (T, A) bool: labels kept out of the loss (`policy.undone_closes`), None for none."""
 
     tokens: npt.NDArray[np.floating]
     extras: npt.NDArray[np.floating]
     state: npt.NDArray[np.floating]
     action: npt.NDArray[np.floating]
+    ignore: npt.NDArray[np.bool_] | None = None
 
     def __post_init__(self) -> None:
         if self.tokens.ndim != 3:
@@ -44,6 +46,11 @@ class EpisodeArrays:
         for name in ("tokens", "extras", "state", "action"):
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"EpisodeArrays.{name} holds NaN or inf")
+        if self.ignore is not None and (self.ignore.shape != self.action.shape or self.ignore.dtype != np.bool_):
+            raise ValueError(
+                f"EpisodeArrays.ignore must be a bool array shaped like action {self.action.shape}, "
+                f"got {self.ignore.dtype} {self.ignore.shape}"
+            )
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -86,6 +93,9 @@ class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
         self.extras = np.concatenate([e.extras for e in episodes]).astype(np.float32)
         self.state = np.concatenate([e.state for e in episodes]).astype(np.float32)
         self.action = np.concatenate([e.action for e in episodes]).astype(np.float32)
+        self.ignore = np.concatenate(
+            [e.ignore if e.ignore is not None else np.zeros(e.action.shape, dtype=bool) for e in episodes]
+        )
         lengths = np.array([len(e) for e in episodes])
         ends = np.cumsum(lengths)  # exclusive end of each episode in the flat arrays
         self.episode_of = np.repeat(np.arange(len(episodes)), lengths)
@@ -112,7 +122,11 @@ class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
             extras=torch.from_numpy(self.extras[idx]),
             state=torch.from_numpy(self.state[idx]),
         )
-        target = PolicyTarget(actions=torch.from_numpy(self.action[chunk]), is_pad=torch.from_numpy(pad))
+        target = PolicyTarget(
+            actions=torch.from_numpy(self.action[chunk]),
+            is_pad=torch.from_numpy(pad),
+            ignore=torch.from_numpy(self.ignore[chunk]),
+        )
         return inp, target
 
     def __getitem__(self, i: int) -> tuple[PolicyInput, PolicyTarget]:
@@ -120,8 +134,16 @@ class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
         inp, target = self.batch([int(i)])
         return (
             PolicyInput(inp.tokens[0], inp.extras[0], inp.state[0]),
-            PolicyTarget(target.actions[0], target.is_pad[0]),
+            PolicyTarget(target.actions[0], target.is_pad[0], None if target.ignore is None else target.ignore[0]),
         )
+
+
+def _stack_ignore(targets: Sequence[PolicyTarget]) -> torch.Tensor | None:
+    """The samples' ignore masks stacked; None when no sample has one (a sample without one ignores nothing)."""
+    if all(t.ignore is None for t in targets):
+        return None
+    masks = [t.ignore if t.ignore is not None else torch.zeros_like(t.actions, dtype=torch.bool) for t in targets]
+    return torch.stack(masks)
 
 
 def collate(samples: Sequence[tuple[PolicyInput, PolicyTarget]]) -> tuple[PolicyInput, PolicyTarget]:
@@ -137,6 +159,8 @@ def collate(samples: Sequence[tuple[PolicyInput, PolicyTarget]]) -> tuple[Policy
             state=torch.stack([x.state for x in inputs]),
         ),
         PolicyTarget(
-            actions=torch.stack([t.actions for t in targets]), is_pad=torch.stack([t.is_pad for t in targets])
+            actions=torch.stack([t.actions for t in targets]),
+            is_pad=torch.stack([t.is_pad for t in targets]),
+            ignore=_stack_ignore(targets),
         ),
     )

@@ -129,10 +129,10 @@ def _evaluate(policy: ACTPolicy, data: ChunkDataset, batch: int, rank: int, worl
             latent = torch.zeros(inp.tokens.shape[0], policy.config.latent_dim, device=inp.tokens.device)
             pred = policy.model(norm.tokens(inp.tokens), norm.extras(inp.extras), norm.state(inp.state), latent)
             target = norm.action(tgt.actions)
-            valid = (~tgt.is_pad).unsqueeze(-1).to(pred.dtype)
+            valid = tgt.valid().to(pred.dtype)
             sums[0] += float(((pred - target).abs() * valid).sum())
             sums[1] += float((target.abs() * valid).sum())
-            sums[2] += float(valid.sum()) * policy.config.action_dim
+            sums[2] += float(valid.sum())
     policy.train(was_training)
     total = _all_sum(sums, world)
     return total[0] / max(total[2], 1.0), total[1] / max(total[2], 1.0)
@@ -246,7 +246,7 @@ def train_head(
         inp, tgt = train_data.batch(list(indices))
         count = None
         if distributed:
-            n_valid = _all_sum([float((~tgt.is_pad).sum()) * config.action_dim], world)[0]
+            n_valid = _all_sum([float(tgt.valid().sum())], world)[0]
             count = n_valid / world
         loss, info = net(inp, tgt, count)
         return StepResult(loss, info.l1, info.kl, info.loss)

@@ -50,10 +50,10 @@ def validation_l1(policy: ImageACTPolicy, data: ImageChunkDataset, batch: int) -
         frames, state, tgt = data.batch(idx)
         pred = policy.normalized_chunk(frames, state)
         target = norm.action(tgt.actions.to(pred.device))
-        valid = (~tgt.is_pad.to(pred.device)).unsqueeze(-1).to(pred.dtype)
+        valid = tgt.valid().to(pred.device, pred.dtype)
         sums[0] += float(((pred - target).abs() * valid).sum())
         sums[1] += float((target.abs() * valid).sum())
-        sums[2] += float(valid.sum()) * policy.config.head.action_dim
+        sums[2] += float(valid.sum())
     policy.train(was_training)
     return sums[0] / max(sums[2], 1.0), sums[1] / max(sums[2], 1.0)
 
