@@ -149,17 +149,21 @@ def canonical_rotvec(rot: npt.ArrayLike, reference: npt.ArrayLike) -> npt.NDArra
     return np.where(use_alt[:, None], alt, r)
 
 
-def ee_targets(
-    ee_pose: npt.NDArray[np.floating], action: npt.NDArray[np.floating], reference: npt.ArrayLike | None = None
-) -> npt.NDArray[np.float32]:
-    """ee-mode targets (T, 7) of one episode: the next frame's TCP pose (last repeated), its rotation made
-    continuous (`canonical_rotvec`, reference: the home pose's), and the commanded gripper opening."""
-    nxt = np.concatenate([ee_pose[1:], ee_pose[-1:]]).astype(np.float64)
+def ee_targets(action: npt.NDArray[np.floating], reference: npt.ArrayLike | None = None) -> npt.NDArray[np.float32]:
+    """ee-mode targets (T, 7) of one episode: the TCP pose the joint targets command (forward kinematics of
+    `action`'s six joint angles, radians, so that corrective labels of perturbed demonstrations stay corrective),
+    its rotation made continuous (`canonical_rotvec`, reference: the home pose's), and the commanded gripper
+    opening (metres)."""
+    from robot.kinematics import forward, pose_to_vector
+    from robot.sim.mjcf import TCP_OFFSET
+
+    a = np.asarray(action, dtype=np.float64)
+    poses = np.array([pose_to_vector(forward(q, TCP_OFFSET)) for q in a[:, :6]], dtype=np.float64).reshape(-1, 6)
     ref = _home_rotation() if reference is None else np.asarray(reference, dtype=np.float64)
-    out = np.empty((len(ee_pose), 7), dtype=np.float64)
-    out[:, :3] = nxt[:, :3]
-    out[:, 3:6] = canonical_rotvec(nxt[:, 3:6], ref)
-    out[:, 6] = action[:, 6]
+    out = np.empty((len(a), 7), dtype=np.float64)
+    out[:, :3] = poses[:, :3]
+    out[:, 3:6] = canonical_rotvec(poses[:, 3:6], ref)
+    out[:, 6] = a[:, 6]
     return out.astype(np.float32)
 
 
@@ -186,7 +190,7 @@ def episode_arrays(
         ep = dataset.load_episode(e, images=False)
         if len(ep) != len(feats):
             raise CacheError(f"episode {e}: {len(ep)} frames in the dataset, {len(feats)} in the cache {cache.path}")
-        target = ep.action if action_mode == "joint" else ee_targets(ep.ee_pose, ep.action, reference)
+        target = ep.action if action_mode == "joint" else ee_targets(ep.action, reference)
         ignore = None if learn_undone_closes else label_ignore(target)
         out.append(EpisodeArrays(feats.tokens, feats.extras, ep.state, target, ignore))
     if not out:

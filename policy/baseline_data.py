@@ -72,9 +72,10 @@ def load_image_episodes(
     """The dataset's episodes (all, or `episodes`) as the policy sees them.
 
     Frames: the front camera, downscaled to the config's size, with the dataset's per-frame target box drawn for
-    the condition variant. Targets: joint mode the dataset's `action`; ee mode the next frame's TCP pose and the
-    commanded opening (`pipeline.train_policy.ee_targets`, as SAM2Grasp trains); the close labels a demonstration
-    opens again are ignored unless learn_undone_closes, as for SAM2Grasp. progress(i, n) after each episode.
+    the condition variant. Targets: joint mode the dataset's `action`; ee mode the TCP pose its joint targets
+    command and the commanded opening (`pipeline.train_policy.ee_targets`, as SAM2Grasp trains); the close labels
+    a demonstration opens again are ignored unless learn_undone_closes, as for SAM2Grasp. progress(i, n) after
+    each episode.
     """
     from pipeline.dataset.reader import Dataset
     from pipeline.train_policy import ee_targets
@@ -94,7 +95,7 @@ def load_image_episodes(
         if ep.rgb is None:
             raise ValueError(f"episode {e} of {data} has no front-camera video")
         frames = np.stack([prepare_frame(ep.rgb[t], ep.target_box[t], config) for t in range(len(ep))])
-        target = np.asarray(ep.action if action_mode == "joint" else ee_targets(ep.ee_pose, ep.action), np.float32)
+        target = np.asarray(ep.action if action_mode == "joint" else ee_targets(ep.action), np.float32)
         ignore = None if learn_undone_closes else label_ignore(target)
         out.append(ImageEpisode(frames, ep.state.astype(np.float32), target, ignore))
         if progress is not None:

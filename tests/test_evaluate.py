@@ -30,8 +30,9 @@ from policy.cache import build_cache, cache_key, load_tracker
 from policy.checkpoint import load_policy, read_checkpoint_info
 from policy.features import parse_feature_spec
 from policy.sam2_build import save_safetensors, tracker_metadata, tracker_spec
-from robot.kinematics import axis_angle_to_matrix
+from robot.kinematics import axis_angle_to_matrix, forward
 from robot.sim.config import CellConfig
+from robot.sim.mjcf import TCP_OFFSET
 from robot.sim.scene import SceneRequest
 
 torch.set_num_threads(1)
@@ -100,7 +101,10 @@ def test_train_ee_mode_targets_are_continuous(workspace: dict[str, Path], capsys
         # position and rotation move by small amounts per step; no axis-angle sign flips
         assert np.abs(np.diff(ep.action[:, :6], axis=0)).max() < 0.3
         recorded = dataset.load_episode(i)
-        np.testing.assert_allclose(ep.action[:-1, :3], recorded.ee_pose[1:, :3])  # the next frame's TCP position
+        # the TCP position the joint targets command: the recorded pose, one control period later, is near it
+        commanded = np.array([forward(q, TCP_OFFSET)[:3, 3] for q in recorded.action[:, :6].astype(np.float64)])
+        np.testing.assert_allclose(ep.action[:, :3], commanded, atol=1e-5)
+        assert np.abs(ep.action[:-1, :3] - recorded.ee_pose[1:, :3]).max() < 0.05
         np.testing.assert_array_equal(ep.action[:, 6], recorded.action[:, 6])  # the commanded opening
 
 
