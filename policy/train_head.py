@@ -224,7 +224,15 @@ def train_head(
     fresh = ACTPolicy(config)
     fresh.normalizer.set_stats(compute_stats(episodes_train))
     policy, optim, progress = start_run(
-        out, "act_config", config.to_dict(), train_cfg, len(train_data), fresh, load_policy, say
+        out,
+        "act_config",
+        config.to_dict(),
+        train_cfg,
+        len(train_data),
+        fresh,
+        load_policy,
+        say,
+        ignored_labels=int(train_data.ignore.sum()),
     )
     net: torch.nn.Module = policy
     if distributed:

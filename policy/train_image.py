@@ -111,7 +111,15 @@ def train_image_policy(
     fresh = ImageACTPolicy(config)
     fresh.normalizer.set_stats(compute_stats([e.arrays() for e in episodes_train]))
     policy, optim, progress = start_run(
-        out, "image_act_config", config.to_dict(), train_cfg, len(train_data), fresh, load_image_policy, say
+        out,
+        "image_act_config",
+        config.to_dict(),
+        train_cfg,
+        len(train_data),
+        fresh,
+        load_image_policy,
+        say,
+        ignored_labels=int(train_data.chunks.ignore.sum()),
     )
 
     base_val = None if val_data is None else validation_l1(policy, val_data, train_cfg.val_batch_size)[1]

@@ -77,15 +77,19 @@ def start_run(
     policy: P,
     load: Callable[[Path], P],
     say: Callable[[str], None],
+    ignored_labels: int = 0,
 ) -> tuple[P, torch.optim.Optimizer, dict[str, Any]]:
     """The policy, its AdamW optimiser and the progress record of a run in `out`: fresh (`policy` as given), or
     resumed from `out/resume` (weights through `load`, optimiser state, progress) when that checkpoint was
-    written for the same model config (`config_name`: `config`), training settings and sample count."""
-    fingerprint = {
+    written for the same model config (`config_name`: `config`), training settings, sample count and count of
+    labels kept out of the loss (`ignored_labels`, `policy.undone_closes`; recorded only when not zero)."""
+    fingerprint: dict[str, Any] = {
         config_name: config,
         "train": {k: getattr(train_cfg, k) for k in RESUME_KEYS},
         "train_samples": samples,
     }
+    if ignored_labels:
+        fingerprint["ignored_labels"] = ignored_labels
     progress: dict[str, Any] = {
         "fingerprint": fingerprint,
         "step": 0,

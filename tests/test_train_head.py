@@ -131,6 +131,11 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     assert [h["val_l1"] for h in rest.history] == pytest.approx([h["val_l1"] for h in full.history], abs=1e-6)
     with pytest.raises(ValueError, match="another configuration"):
         train_head(train, val, act, HeadTrainConfig(epochs=3, batch_size=8, lr=2e-3), tmp_path / "split", log=None)
+    # the same data with some labels kept out of the loss (undone closes) is another run, not a resume
+    masked = [EpisodeArrays(e.tokens, e.extras, e.state, e.action, np.zeros(e.action.shape, bool)) for e in train]
+    masked[0].ignore[2:4, 6] = True  # type: ignore[index]
+    with pytest.raises(ValueError, match="another configuration"):
+        train_head(masked, val, act, cfg, tmp_path / "split", log=None)
 
 
 DDP_TRAIN = HeadTrainConfig(epochs=2, batch_size=8, lr=2e-3, warmup_steps=2)
