@@ -303,7 +303,7 @@ class ACTPolicy(nn.Module):
         """Training loss: L1 over the counted action elements (`PolicyTarget.valid`: not padded, not ignored;
         normalised units) + kl_weight * KL with the CVAE.
 
-        l1_count: what the L1 sum is divided by; default the number of non-padded elements in this batch.
+        l1_count: what the L1 sum is divided by; default the number of counted elements in this batch.
         Distributed training passes (global count / world size) so that DDP's gradient average equals the
         masked mean over the global batch.
         """

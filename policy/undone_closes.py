@@ -3,7 +3,7 @@
 A demonstration that closes the gripper and opens it again before the episode ends has closed where no grasp
 was: the recovery demonstrations (`collect --miss-prob`) close beside the target on purpose so that the data
 shows what follows an empty close. Their arm labels still point at the target, but their close labels sit at
-arm states 2-6 cm beside it; learned as they are, they teach the head to close beside objects. `undone_closes`
+arm states 3-7 cm beside it; learned as they are, they teach the head to close beside objects. `undone_closes`
 finds those labels from the gripper column alone (no scene knowledge needed), and `label_ignore` turns them
 into the per-element mask `EpisodeArrays.ignore` takes: the arm columns and every other gripper label are
 still learned, including the open that follows the empty close.
