@@ -167,6 +167,22 @@ def ee_targets(action: npt.NDArray[np.floating], reference: npt.ArrayLike | None
     return out.astype(np.float32)
 
 
+def episode_targets(
+    action: npt.NDArray[np.floating],
+    action_mode: str,
+    *,
+    learn_undone_closes: bool = False,
+    reference: npt.ArrayLike | None = None,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None]:
+    """What a policy learns from one episode's recorded actions (T, 7): the targets of `action_mode` ("joint":
+    the actions themselves; "ee": `ee_targets`, rotation continuous about `reference`) and, unless
+    learn_undone_closes, the labels kept out of the loss (`policy.undone_closes.label_ignore`)."""
+    from policy.undone_closes import label_ignore
+
+    target = np.asarray(action if action_mode == "joint" else ee_targets(action, reference), dtype=np.float32)
+    return target, None if learn_undone_closes else label_ignore(target)
+
+
 def episode_arrays(
     data: Path, cache: FeatureCache, action_mode: str, *, learn_undone_closes: bool = False
 ) -> list[EpisodeArrays]:
@@ -174,7 +190,6 @@ def episode_arrays(
     dataset, and (unless learn_undone_closes) the close labels a demonstration opens again marked to be
     ignored. CacheError when the cache does not match the dataset."""
     from pipeline.dataset.reader import Dataset
-    from policy.undone_closes import label_ignore
 
     dataset = Dataset(data)
     problems = cache.verify(data)
@@ -190,8 +205,9 @@ def episode_arrays(
         ep = dataset.load_episode(e, images=False)
         if len(ep) != len(feats):
             raise CacheError(f"episode {e}: {len(ep)} frames in the dataset, {len(feats)} in the cache {cache.path}")
-        target = ep.action if action_mode == "joint" else ee_targets(ep.action, reference)
-        ignore = None if learn_undone_closes else label_ignore(target)
+        target, ignore = episode_targets(
+            ep.action, action_mode, learn_undone_closes=learn_undone_closes, reference=reference
+        )
         out.append(EpisodeArrays(feats.tokens, feats.extras, ep.state, target, ignore))
     if not out:
         raise CacheError(f"cache {cache.path} holds no episodes")

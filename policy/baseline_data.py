@@ -20,7 +20,6 @@ from policy.act import PolicyTarget
 from policy.chunks import ChunkDataset, EpisodeArrays
 from policy.frame_prep import prepare_frame
 from policy.image_act_config import ImageACTConfig
-from policy.undone_closes import label_ignore
 
 
 @dataclass(frozen=True)
@@ -73,12 +72,12 @@ def load_image_episodes(
 
     Frames: the front camera, downscaled to the config's size, with the dataset's per-frame target box drawn for
     the condition variant. Targets: joint mode the dataset's `action`; ee mode the TCP pose its joint targets
-    command and the commanded opening (`pipeline.train_policy.ee_targets`, as SAM2Grasp trains); the close labels
-    a demonstration opens again are ignored unless learn_undone_closes, as for SAM2Grasp. progress(i, n) after
+    command and the commanded opening; the close labels a demonstration opens again are ignored unless
+    learn_undone_closes (`pipeline.train_policy.episode_targets`, as SAM2Grasp trains). progress(i, n) after
     each episode.
     """
     from pipeline.dataset.reader import Dataset
-    from pipeline.train_policy import ee_targets
+    from pipeline.train_policy import episode_targets
 
     if action_mode not in ("joint", "ee"):
         raise ValueError(f"unknown action mode {action_mode!r}; valid: joint, ee")
@@ -95,8 +94,7 @@ def load_image_episodes(
         if ep.rgb is None:
             raise ValueError(f"episode {e} of {data} has no front-camera video")
         frames = np.stack([prepare_frame(ep.rgb[t], ep.target_box[t], config) for t in range(len(ep))])
-        target = np.asarray(ep.action if action_mode == "joint" else ee_targets(ep.action), np.float32)
-        ignore = None if learn_undone_closes else label_ignore(target)
+        target, ignore = episode_targets(ep.action, action_mode, learn_undone_closes=learn_undone_closes)
         out.append(ImageEpisode(frames, ep.state.astype(np.float32), target, ignore))
         if progress is not None:
             progress(i + 1, len(picks))

@@ -31,15 +31,13 @@ def undone_closes(gripper: npt.ArrayLike, closed_share: float = CLOSED_SHARE) ->
         raise ValueError(f"gripper labels must be a 1-D array (T,), got shape {g.shape}")
     if not 0.0 < closed_share < 1.0:
         raise ValueError(f"closed_share must be within (0, 1), got {closed_share}")
-    out = np.zeros(g.shape, dtype=bool)
     if g.size == 0 or not np.isfinite(g).all() or g.max() <= 0.0:
-        return out
+        return np.zeros(g.shape, dtype=bool)
     closed = g < closed_share * g.max()
-    opens_later = np.flip(np.logical_or.accumulate(np.flip(~closed)))  # an open label at or after t
-    # shift by one: a label is undone when an open label comes strictly after it
-    later = np.append(opens_later[1:], False)
-    out[:] = closed & later
-    return out
+    opens_at_or_after = np.flip(np.logical_or.accumulate(np.flip(~closed)))
+    opens_after = np.append(opens_at_or_after[1:], False)  # an open label strictly after t
+    undone: npt.NDArray[np.bool_] = closed & opens_after
+    return undone
 
 
 def label_ignore(action: npt.ArrayLike, closed_share: float = CLOSED_SHARE) -> npt.NDArray[np.bool_]:
