@@ -68,7 +68,7 @@ class CollectReport:
     seconds: float
 
 
-def _object_records(info: ResetInfo, obs: Observation) -> tuple[ObjectRecord, ...]:
+def object_records(info: ResetInfo, obs: Observation) -> tuple[ObjectRecord, ...]:
     records = []
     for i, obj in enumerate(info.scene.objects):
         box = mask_box(obs.instance_map == i) if obs.instance_map is not None else np.zeros(4, np.float32)
@@ -87,7 +87,7 @@ def _object_records(info: ResetInfo, obs: Observation) -> tuple[ObjectRecord, ..
     return tuple(records)
 
 
-def _frame(obs: Observation, action: np.ndarray) -> Frame:
+def episode_frame(obs: Observation, action: np.ndarray) -> Frame:
     if obs.rgb is None or obs.depth_mm is None or obs.target_mask is None:
         raise RuntimeError("collection needs colour, depth and segmentation rendering")
     return Frame(
@@ -108,11 +108,11 @@ def run_expert_episode(env: PickEnv, expert: ScriptedExpert, seed: int) -> Episo
     obs, info = env.reset(seed)
     expert.reset(seed)
     frames: list[Frame] = []
-    objects = _object_records(info, obs)
+    objects = object_records(info, obs)
     outcome: Outcome | None = None
     while outcome is None:
         step = expert.act()
-        frames.append(_frame(obs, step.label))
+        frames.append(episode_frame(obs, step.label))
         obs, _, terminated, truncated, step_info = env.step(step.executed)
         if terminated or truncated:
             outcome = step_info.outcome
@@ -127,7 +127,7 @@ def run_expert_episode(env: PickEnv, expert: ScriptedExpert, seed: int) -> Episo
     )
 
 
-def _resume_point(out: Path, start_seed: int) -> tuple[int, int]:
+def resume_point(out: Path, start_seed: int) -> tuple[int, int]:
     """(episodes already there, next seed) of an existing dataset, or (0, start_seed)."""
     if not (out / "meta" / "info.json").exists():
         return 0, start_seed
@@ -141,7 +141,7 @@ def _resume_point(out: Path, start_seed: int) -> tuple[int, int]:
 def collect(config: CollectConfig, *, progress: bool | None = None) -> CollectReport:
     """Record demonstrations into `config.out` until it holds `config.episodes` episodes."""
     t0 = time.monotonic()
-    have, seed = _resume_point(config.out, config.seed)
+    have, seed = resume_point(config.out, config.seed)
     outcomes: Counter[str] = Counter()
     attempts = 0
     max_attempts = int(np.ceil(config.episodes * config.max_attempts_factor)) + 5

@@ -234,14 +234,14 @@ class SimRecordCell:
 
     def new_episode(self) -> tuple[str, str, int, tuple[ObjectRecord, ...]]:
         """A new scene (next seed); the hand starts its demonstration."""
-        from pipeline.collect import _object_records
+        from pipeline.collect import object_records
         from robot.sim.env import ResetOptions
 
         seed, self.seed = self.seed, self.seed + 1
         self._obs, info = self.env.reset(seed, ResetOptions(target=self.target))
         self.hand.reset(seed)
         self._outcome = "demonstration"
-        return info.command, info.target, seed, _object_records(info, self._obs)
+        return info.command, info.target, seed, object_records(info, self._obs)
 
     def sample(self, first: bool) -> Sample:
         """The last observation of the cell."""

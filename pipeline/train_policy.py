@@ -173,14 +173,24 @@ def episode_targets(
     *,
     learn_undone_closes: bool = False,
     reference: npt.ArrayLike | None = None,
+    learn: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None]:
     """What a policy learns from one episode's recorded actions (T, 7): the targets of `action_mode` ("joint":
-    the actions themselves; "ee": `ee_targets`, rotation continuous about `reference`) and, unless
-    learn_undone_closes, the labels kept out of the loss (`policy.undone_closes.label_ignore`)."""
+    the actions themselves; "ee": `ee_targets`, rotation continuous about `reference`) and the (T, 7) labels kept
+    out of the loss, or None when every label counts: unless learn_undone_closes, the close labels a
+    demonstration opens again (`policy.undone_closes.label_ignore`); and every label of a frame whose `learn` flag
+    (T,) is False (the dataset's `action.learn`: a policy drove that frame)."""
     from policy.undone_closes import label_ignore
 
     target = np.asarray(action if action_mode == "joint" else ee_targets(action, reference), dtype=np.float32)
-    return target, None if learn_undone_closes else label_ignore(target)
+    ignore = None if learn_undone_closes else label_ignore(target)
+    if learn is not None:
+        flags = np.asarray(learn, dtype=bool)
+        if flags.shape != (target.shape[0],):
+            raise ValueError(f"learn must be one flag per frame ({target.shape[0]},), got {flags.shape}")
+        if not flags.all():
+            ignore = (np.zeros(target.shape, bool) if ignore is None else ignore) | ~flags[:, None]
+    return target, ignore
 
 
 def episode_arrays(
@@ -206,7 +216,7 @@ def episode_arrays(
         if len(ep) != len(feats):
             raise CacheError(f"episode {e}: {len(ep)} frames in the dataset, {len(feats)} in the cache {cache.path}")
         target, ignore = episode_targets(
-            ep.action, action_mode, learn_undone_closes=learn_undone_closes, reference=reference
+            ep.action, action_mode, learn_undone_closes=learn_undone_closes, reference=reference, learn=ep.learn
         )
         out.append(EpisodeArrays(feats.tokens, feats.extras, ep.state, target, ignore))
     if not out:

@@ -94,7 +94,9 @@ def load_image_episodes(
         if ep.rgb is None:
             raise ValueError(f"episode {e} of {data} has no front-camera video")
         frames = np.stack([prepare_frame(ep.rgb[t], ep.target_box[t], config) for t in range(len(ep))])
-        target, ignore = episode_targets(ep.action, action_mode, learn_undone_closes=learn_undone_closes)
+        target, ignore = episode_targets(
+            ep.action, action_mode, learn_undone_closes=learn_undone_closes, learn=ep.learn
+        )
         out.append(ImageEpisode(frames, ep.state.astype(np.float32), target, ignore))
         if progress is not None:
             progress(i + 1, len(picks))

@@ -34,6 +34,8 @@ TASKS_FILE = "meta/tasks.parquet"
 LOCK_FILE = "meta/.writer.lock"
 TMP_SUFFIX = ".tmp"
 
+#: Per-frame bool: the action is a label to learn (absent in datasets written before it: every label learned).
+LEARN_KEY = "action.learn"
 FRONT_KEY = "observation.images.front"
 WRIST_KEY = "observation.images.wrist"
 DEPTH_KEY = "observation.depth.front"
@@ -173,6 +175,7 @@ def build_info(
         "info": {"encoding": "rle, row-major, first run = False", "mask_shape": list(image_size or [])},
     }
     features["next.done"] = {"dtype": "bool", **scalar}
+    features[LEARN_KEY] = {"dtype": "bool", **scalar}
     features["timestamp"] = {"dtype": "float32", **scalar}
     for name in ("frame_index", "episode_index", "index", "task_index"):
         features[name] = {"dtype": "int64", **scalar}

@@ -24,6 +24,7 @@ from pipeline.dataset.layout import (
     DEPTH_PATH,
     EPISODES_PATH,
     FRONT_KEY,
+    LEARN_KEY,
     MASK_KEY,
     STATS_FILE,
     TASKS_FILE,
@@ -68,7 +69,7 @@ class EpisodeData:
 
     rgb: (T, H, W, 3) uint8, depth_mm: (T, H, W) uint16 millimetres, wrist_rgb: (T, h, w, 3) uint8; each None
     when not loaded (or, for the wrist, not recorded). Masks are kept run-length encoded; decode with
-    `target_mask(t)`.
+    `target_mask(t)`. learn: (T,) bool, the action is a label to learn (all True in a dataset without the column).
     """
 
     index: int
@@ -81,6 +82,7 @@ class EpisodeData:
     target_visible: npt.NDArray[np.bool_]
     mask_counts: tuple[npt.NDArray[np.int32], ...] = field(repr=False)
     mask_shape: tuple[int, int]
+    learn: npt.NDArray[np.bool_] = field(default_factory=lambda: np.ones(0, np.bool_), repr=False)
     rgb: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
     depth_mm: npt.NDArray[np.uint16] | None = field(default=None, repr=False)
     wrist_rgb: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
@@ -334,6 +336,11 @@ class Dataset:
             target_visible=np.asarray(scalar_column(table, "observation.target_visible", path), dtype=np.bool_),
             mask_counts=mask_column(table, path),
             mask_shape=size,
+            learn=(
+                np.asarray(scalar_column(table, LEARN_KEY, path), dtype=np.bool_)
+                if LEARN_KEY in table.column_names
+                else np.ones(table.num_rows, np.bool_)
+            ),
             rgb=video(FRONT_KEY, VIDEO_PATH, read_rgb_video) if images else None,
             wrist_rgb=video(WRIST_KEY, VIDEO_PATH, read_rgb_video) if images and self.wrist_size else None,
             depth_mm=video(DEPTH_KEY, DEPTH_PATH, read_depth_video) if depth else None,

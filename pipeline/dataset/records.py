@@ -35,6 +35,8 @@ class Frame:
     target_mask: (H, W) bool visible pixels of the target.
     timestamp: seconds since the episode start.
     wrist_rgb: (h, w, 3) uint8 wrist-camera image, or None when the wrist camera is off.
+    learn: `action` is a label to learn; False on frames a policy drove before the expert took over, whose labels
+    continue into motion that was never executed (`sam2grasp dagger`).
     """
 
     rgb: npt.NDArray[np.uint8]
@@ -46,6 +48,7 @@ class Frame:
     target_mask: npt.NDArray[np.bool_]
     timestamp: float
     wrist_rgb: npt.NDArray[np.uint8] | None = None
+    learn: bool = True
 
 
 @dataclass(frozen=True)

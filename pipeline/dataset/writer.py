@@ -30,6 +30,7 @@ from pipeline.dataset.layout import (
     FRAME_FIELDS,
     FRONT_KEY,
     INFO_FILE,
+    LEARN_KEY,
     LOCK_FILE,
     STATS_FILE,
     TASKS_FILE,
@@ -310,6 +311,7 @@ class DatasetWriter:
         columns["observation.target_mask"] = pa.ListArray.from_arrays(
             pa.array(offsets, pa.int32()), pa.array(values, pa.int32())
         )
+        columns[LEARN_KEY] = pa.array([bool(f.learn) for f in frames], pa.bool_())
         columns["next.done"] = pa.array(np.arange(length) == length - 1, pa.bool_())
         columns["timestamp"] = pa.array((np.arange(length) / self.fps).astype(np.float32), pa.float32())
         columns["frame_index"] = pa.array(np.arange(length), pa.int64())

@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik
-from robot.sim.catalogue import Shape
+from robot.sim.catalogue import Shape, ShapeSpec
 from robot.sim.env import PickEnv
 from robot.sim.mjcf import GRIPPER_STROKE, TCP_OFFSET
 
@@ -98,6 +98,26 @@ def down_rotation(axis_yaw: float) -> F64:
     return np.array([[-s, c, 0.0], [c, s, 0.0], [0.0, 0.0, -1.0]])
 
 
+def grasp_height(shape: ShapeSpec) -> float:
+    """TCP height (metres above the table) of a grasp on an object of `shape` resting on the table."""
+    hz = shape.half_extents[2]
+    return max(0.022, min(hz, 2 * hz - 0.025))
+
+
+def nearest_axis_yaw(env: PickEnv, current: float) -> float:
+    """The finger-axis yaw (radians) that grasps `env.target`, among its symmetric equivalents the closest to
+    `current` radians (a shape that looks the same at every yaw takes `current` itself, modulo pi)."""
+    obj = env.scene.find(env.target) if env.scene is not None else None
+    if obj is None:
+        raise RuntimeError("reset the environment first")
+    if obj.kind.spec.yaw_symmetric:
+        base, period = current, math.pi
+    else:
+        base = env.object_yaw(env.target) + obj.kind.spec.grasp_axis_yaw
+        period = math.pi / 2 if obj.kind.shape == Shape.CUBE else math.pi
+    return base + round((current - base) / period) * period
+
+
 def _wrap(angle: float) -> float:
     return (angle + math.pi) % (2 * math.pi) - math.pi
 
@@ -123,7 +143,6 @@ class ScriptedExpert:
         self._t = 0.0
         self._grasp_pos: F64 | None = None
         self._shape = obj.kind.spec
-        self._is_cube = obj.kind.shape == Shape.CUBE
         pre = self._pregrasp_pos()
         dist = float(np.linalg.norm(pre - self._start_pos))
         # a minimum-jerk segment over distance d in T seconds peaks at 1.875 d / T
@@ -154,9 +173,7 @@ class ScriptedExpert:
         return self.env.object_position(self.env.target)
 
     def _grasp_z(self) -> float:
-        hz = self._shape.half_extents[2]
-        rest_centre = hz
-        return max(0.022, min(rest_centre, 2 * hz - 0.025))
+        return grasp_height(self._shape)
 
     def _pregrasp_pos(self) -> F64:
         p = self._target_pos()
@@ -165,14 +182,7 @@ class ScriptedExpert:
     def _choose_axis_yaw(self) -> float:
         """Finger axis yaw for the object, among its symmetric equivalents the closest to the current tool."""
         tool_y = self._start_rot[:, 1]
-        current = math.atan2(tool_y[1], tool_y[0])
-        if self._shape.yaw_symmetric:
-            base, period = current, math.pi
-        else:
-            base = self.env.object_yaw(self.env.target) + self._shape.grasp_axis_yaw
-            period = math.pi / 2 if self._is_cube else math.pi
-        k = round((current - base) / period)
-        return base + k * period
+        return nearest_axis_yaw(self.env, math.atan2(tool_y[1], tool_y[0]))
 
     def _rotation(self, s: float) -> F64:
         goal = down_rotation(self._axis_yaw)
