@@ -10,7 +10,7 @@ from pipeline.cli_common import print_json
 
 _EXAMPLES = """examples:
   sam2grasp dagger --policy models/sam2grasp_head --tracker-checkpoint models/tracker_compact.safetensors \\
-      --episodes 600 --seed 300000 --out data/policy_train --width 320 --height 240
+      --episodes 600 --seed 300000 --out data/policy_train
   (appends takeover episodes to the demonstrations until the dataset holds 600 episodes; then `cache` and `train` again)
 """
 
@@ -25,13 +25,20 @@ def _cmd_dagger(args: argparse.Namespace) -> int:
     from robot.sim.config import CellConfig
     from robot.sim.outcome import OutcomeRules
 
+    width, height = args.width, args.height
+    if (width is None or height is None) and (Path(args.out) / "meta" / "info.json").exists():
+        from pipeline.dataset.reader import Dataset
+
+        size = Dataset(Path(args.out)).image_size  # append at the dataset's own camera size
+        if size is not None:
+            height, width = (height or size[0]), (width or size[1])
     config = DaggerConfig(
         out=Path(args.out),
         episodes=args.episodes,
         seed=args.seed,
         cell=CellConfig(
-            image_width=args.width,
-            image_height=args.height,
+            image_width=width or 320,
+            image_height=height or 240,
             scene=parse_objects_arg(args.objects),
             rules=OutcomeRules(max_episode_s=args.max_seconds),
         ),
@@ -72,8 +79,8 @@ def add_dagger_command(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--seed", type=int, required=True, help="first scene seed (training range, below 10000000)")
     p.add_argument("--out", required=True, help="dataset directory to append to (created, or resumed)")
     p.add_argument("--objects", default="3-6", help="objects per scene, N or LO-HI within 1..6 (default 3-6)")
-    p.add_argument("--width", type=int, default=320, help="camera width in pixels (default 320)")
-    p.add_argument("--height", type=int, default=240, help="camera height in pixels (default 240)")
+    p.add_argument("--width", type=int, default=None, help="camera width in pixels (default: the dataset's, or 320)")
+    p.add_argument("--height", type=int, default=None, help="camera height in pixels (default: the dataset's, or 240)")
     p.add_argument("--max-seconds", type=float, default=15.0, help="simulated seconds per rollout (default 15)")
     p.add_argument("--takeover-min-s", type=float, default=0.5, help="earliest drawn takeover, seconds (default 0.5)")
     p.add_argument("--takeover-max-s", type=float, default=8.0, help="latest drawn takeover, seconds (default 8)")
