@@ -10,8 +10,11 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +106,28 @@ def episode_frame(obs: Observation, action: np.ndarray) -> Frame:
     )
 
 
+def recorded_episode(
+    env: PickEnv,
+    info: ResetInfo,
+    seed: int,
+    outcome: Outcome | None,
+    objects: tuple[ObjectRecord, ...],
+    frames: list[Frame],
+) -> Episode:
+    """The dataset episode of a finished run on `env` (reset for `seed` with `info`)."""
+    if outcome is None:
+        raise RuntimeError(f"the episode of seed {seed} ended without an outcome")
+    return Episode(
+        task=info.command,
+        target=info.target,
+        seed=seed,
+        outcome=str(outcome.value),
+        fps=1.0 / env.config.control_dt,
+        objects=objects,
+        frames=tuple(frames),
+    )
+
+
 def run_expert_episode(env: PickEnv, expert: ScriptedExpert, seed: int) -> Episode:
     """Reset `env` for `seed`, let the expert pick a random target, and record every step."""
     obs, info = env.reset(seed)
@@ -116,15 +141,7 @@ def run_expert_episode(env: PickEnv, expert: ScriptedExpert, seed: int) -> Episo
         obs, _, terminated, truncated, step_info = env.step(step.executed)
         if terminated or truncated:
             outcome = step_info.outcome
-    return Episode(
-        task=info.command,
-        target=info.target,
-        seed=seed,
-        outcome=str(outcome.value),
-        fps=1.0 / env.config.control_dt,
-        objects=objects,
-        frames=tuple(frames),
-    )
+    return recorded_episode(env, info, seed, outcome, objects, frames)
 
 
 def resume_point(out: Path, start_seed: int) -> tuple[int, int]:
@@ -138,39 +155,67 @@ def resume_point(out: Path, start_seed: int) -> tuple[int, int]:
     return len(ds), max(start_seed, last_seed + 1)
 
 
-def collect(config: CollectConfig, *, progress: bool | None = None) -> CollectReport:
-    """Record demonstrations into `config.out` until it holds `config.episodes` episodes."""
-    t0 = time.monotonic()
-    have, seed = resume_point(config.out, config.seed)
-    outcomes: Counter[str] = Counter()
-    attempts = 0
-    max_attempts = int(np.ceil(config.episodes * config.max_attempts_factor)) + 5
-    show = sys.stderr.isatty() if progress is None else progress
+@dataclass
+class Recording:
+    """An open run that appends episodes to a dataset: the simulated cell, the writer, the progress bar (`bar`:
+    tqdm), and `have`/`seed`, the episodes the dataset holds and the next scene seed (resumed from the dataset)."""
+
+    env: PickEnv
+    writer: DatasetWriter
+    bar: Any
+    have: int
+    seed: int
+
+    def added(self) -> None:
+        """Count one episode written."""
+        self.have += 1
+        self.bar.update(1)
+
+
+@contextmanager
+def recording(
+    out: Path, cell: CellConfig, *, total: int, first_seed: int, desc: str, progress: bool | None
+) -> Iterator[Recording]:
+    """Open `out` for appending (created, or resumed after its last seed) with a new cell and a progress bar over
+    `total` episodes (shown on a terminal unless `progress` says otherwise); the cell and the bar close on exit."""
     from tqdm import tqdm
 
-    bar = tqdm(total=config.episodes, initial=have, disable=not show, unit="ep", desc="collect")
-    env = PickEnv(config.cell)
-    expert = ScriptedExpert(env, config.expert)
+    have, seed = resume_point(out, first_seed)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=total, initial=have, disable=not show, unit="ep", desc=desc)
+    env = PickEnv(cell)
     try:
-        with DatasetWriter(config.out, fps=1.0 / config.cell.control_dt) as writer:
-            while have < config.episodes:
-                if attempts >= max_attempts:
-                    raise RuntimeError(
-                        f"expert succeeded on only {outcomes['success']} of {attempts} attempts; "
-                        f"stopped at {have} of {config.episodes} episodes"
-                    )
-                episode = run_expert_episode(env, expert, seed)
-                attempts += 1
-                seed += 1
-                outcomes[episode.outcome] += 1
-                if episode.outcome == Outcome.SUCCESS.value or config.keep_failures:
-                    writer.add_episode(episode)
-                    have += 1
-                    bar.update(1)
-                bar.set_postfix(success=f"{outcomes['success']}/{attempts}")
+        with DatasetWriter(out, fps=1.0 / cell.control_dt) as writer:
+            yield Recording(env, writer, bar, have, seed)
     finally:
         env.close()
         bar.close()
+
+
+def collect(config: CollectConfig, *, progress: bool | None = None) -> CollectReport:
+    """Record demonstrations into `config.out` until it holds `config.episodes` episodes."""
+    t0 = time.monotonic()
+    outcomes: Counter[str] = Counter()
+    attempts = 0
+    max_attempts = int(np.ceil(config.episodes * config.max_attempts_factor)) + 5
+    with recording(
+        config.out, config.cell, total=config.episodes, first_seed=config.seed, desc="collect", progress=progress
+    ) as rec:
+        expert = ScriptedExpert(rec.env, config.expert)
+        while rec.have < config.episodes:
+            if attempts >= max_attempts:
+                raise RuntimeError(
+                    f"expert succeeded on only {outcomes['success']} of {attempts} attempts; "
+                    f"stopped at {rec.have} of {config.episodes} episodes"
+                )
+            episode = run_expert_episode(rec.env, expert, rec.seed)
+            attempts += 1
+            rec.seed += 1
+            outcomes[episode.outcome] += 1
+            if episode.outcome == Outcome.SUCCESS.value or config.keep_failures:
+                rec.writer.add_episode(episode)
+                rec.added()
+            rec.bar.set_postfix(success=f"{outcomes['success']}/{attempts}")
     ds = Dataset(config.out)
     return CollectReport(
         episodes=len(ds),

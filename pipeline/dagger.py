@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,10 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.collect import episode_frame, object_records, resume_point
+from pipeline.collect import episode_frame, object_records, recorded_episode, recording
 from pipeline.dataset.reader import Dataset
 from pipeline.dataset.records import Episode, Frame
-from pipeline.dataset.writer import DatasetWriter
 from pipeline.evaluate import eval_safety_layer
 from policy.agent import SAM2GraspAgent, ee_to_joints
 from robot.safety import SafetyLayer
@@ -143,66 +141,46 @@ def run_rollout(
             break
         if not takeover:
             action, _ = agent.act(obs.rgb, obs.state)
-    if outcome is None:
-        raise RuntimeError("the rollout ended without an outcome")
-    episode = Episode(
-        task=info.command,
-        target=info.target,
-        seed=seed,
-        outcome=str(outcome.value),
-        fps=1.0 / env.config.control_dt,
-        objects=objects,
-        frames=tuple(frames),
-    )
+    episode = recorded_episode(env, info, seed, outcome, objects, frames)
     return Rollout(episode, takeover, takeover_step if takeover else len(frames))
 
 
 def dagger(config: DaggerConfig, agent: SAM2GraspAgent, *, progress: bool | None = None) -> DaggerReport:
     """Append kept takeover episodes to `config.out` until it holds `config.episodes` episodes."""
     t0 = time.monotonic()
-    have, seed = resume_point(config.out, config.seed)
     takeovers: Counter[str] = Counter()
     after: Counter[str] = Counter()
     rollouts = successes = kept = learned = 0
-    show = sys.stderr.isatty() if progress is None else progress
-    from tqdm import tqdm
-
-    bar = tqdm(total=config.episodes, initial=have, disable=not show, unit="ep", desc="dagger")
-    env = PickEnv(config.cell)
-    expert = CorrectiveExpert(env, config.corrective)
-    safety = eval_safety_layer(config.cell.control_dt)
     max_rollouts = 5 * config.episodes + 10
-    try:
-        with DatasetWriter(config.out, fps=1.0 / config.cell.control_dt) as writer:
-            while have < config.episodes:
-                if seed >= EVAL_SEED_BASE:
-                    raise ValueError(f"ran into the evaluation seeds ({EVAL_SEED_BASE}+): start from a lower --seed")
-                if rollouts >= max_rollouts:
-                    raise RuntimeError(
-                        f"{rollouts} rollouts kept only {kept} episodes (policy successes before takeover "
-                        f"{successes}, outcomes after takeover {dict(after)}); stopped at {have} of {config.episodes}"
-                    )
-                rng = np.random.default_rng([seed, 7])
-                result = run_rollout(
-                    env, agent, expert, safety, seed, float(rng.uniform(config.takeover_min_s, config.takeover_max_s))
+    with recording(
+        config.out, config.cell, total=config.episodes, first_seed=config.seed, desc="dagger", progress=progress
+    ) as rec:
+        expert = CorrectiveExpert(rec.env, config.corrective)
+        safety = eval_safety_layer(config.cell.control_dt)
+        while rec.have < config.episodes:
+            if rec.seed >= EVAL_SEED_BASE:
+                raise ValueError(f"ran into the evaluation seeds ({EVAL_SEED_BASE}+): start from a lower --seed")
+            if rollouts >= max_rollouts:
+                raise RuntimeError(
+                    f"{rollouts} rollouts kept only {kept} episodes (policy successes before takeover "
+                    f"{successes}, outcomes after takeover {dict(after)}); stopped at {rec.have} of {config.episodes}"
                 )
-                rollouts += 1
-                seed += 1
-                if not result.takeover:
-                    successes += int(result.episode.outcome == Outcome.SUCCESS.value)
-                else:
-                    takeovers[result.takeover] += 1
-                    after[result.episode.outcome] += 1
-                    if result.episode.outcome == Outcome.SUCCESS.value:
-                        writer.add_episode(result.episode)
-                        kept += 1
-                        have += 1
-                        learned += len(result.episode.frames) - result.takeover_step
-                        bar.update(1)
-                bar.set_postfix(kept=f"{kept}/{rollouts}")
-    finally:
-        env.close()
-        bar.close()
+            rng = np.random.default_rng([rec.seed, 7])
+            takeover_s = float(rng.uniform(config.takeover_min_s, config.takeover_max_s))
+            result = run_rollout(rec.env, agent, expert, safety, rec.seed, takeover_s)
+            rollouts += 1
+            rec.seed += 1
+            if not result.takeover:
+                successes += int(result.episode.outcome == Outcome.SUCCESS.value)
+            else:
+                takeovers[result.takeover] += 1
+                after[result.episode.outcome] += 1
+                if result.episode.outcome == Outcome.SUCCESS.value:
+                    rec.writer.add_episode(result.episode)
+                    rec.added()
+                    kept += 1
+                    learned += len(result.episode.frames) - result.takeover_step
+            rec.bar.set_postfix(kept=f"{kept}/{rollouts}")
     ds = Dataset(config.out)
     return DaggerReport(
         episodes=len(ds),
