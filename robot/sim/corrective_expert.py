@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik
 from robot.sim.env import PickEnv
-from robot.sim.expert import Phase, down_rotation, grasp_height, nearest_axis_yaw
+from robot.sim.expert import Phase, down_rotation, grasp_height, nearest_axis_yaw, tool_yaw
 from robot.sim.mjcf import GRIPPER_STROKE, TCP_OFFSET
 
 F64 = npt.NDArray[np.float64]
@@ -107,14 +107,10 @@ class CorrectiveExpert:
     def _approach_z(self) -> float:
         return 2 * self._spec.half_extents[2] + self.config.approach_height
 
-    @staticmethod
-    def _tool_yaw(rot: F64) -> float:
-        return math.atan2(rot[1, 1], rot[0, 1])
-
     def _aligned(self, measured: F64, grasp: F64, goal_yaw: float) -> bool:
         cfg = self.config
         xy = float(np.linalg.norm(measured[:2, 3] - grasp[:2]))
-        yaw = abs(math.remainder(self._tool_yaw(measured[:3, :3]) - goal_yaw, 2 * math.pi))
+        yaw = abs(math.remainder(tool_yaw(measured[:3, :3]) - goal_yaw, 2 * math.pi))
         down = measured[2, 2] < -math.cos(cfg.close_yaw)  # tool z within close_yaw of straight down
         return xy <= cfg.align_xy and measured[2, 3] <= grasp[2] + cfg.close_z and yaw <= cfg.close_yaw and down
 
@@ -164,7 +160,7 @@ class CorrectiveExpert:
         commanded = forward(q_cmd, TCP_OFFSET)
         measured = forward(self.env.joints, TCP_OFFSET)
         grasp = self._grasp_point()
-        goal_yaw = nearest_axis_yaw(self.env, self._tool_yaw(commanded[:3, :3]))
+        goal_yaw = nearest_axis_yaw(self.env, tool_yaw(commanded[:3, :3]))
         self._update_phase(measured, grasp, goal_yaw)
 
         pos = commanded[:3, 3]

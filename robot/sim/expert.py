@@ -98,6 +98,11 @@ def down_rotation(axis_yaw: float) -> F64:
     return np.array([[-s, c, 0.0], [c, s, 0.0], [0.0, 0.0, -1.0]])
 
 
+def tool_yaw(rot: F64) -> float:
+    """Yaw (radians, in the table plane) of the finger (y) axis of a tool rotation `rot` (3x3)."""
+    return math.atan2(rot[1, 1], rot[0, 1])
+
+
 def grasp_height(shape: ShapeSpec) -> float:
     """TCP height (metres above the table) of a grasp on an object of `shape` resting on the table."""
     hz = shape.half_extents[2]
@@ -116,10 +121,6 @@ def nearest_axis_yaw(env: PickEnv, current: float) -> float:
         base = env.object_yaw(env.target) + obj.kind.spec.grasp_axis_yaw
         period = math.pi / 2 if obj.kind.shape == Shape.CUBE else math.pi
     return base + round((current - base) / period) * period
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
 class ScriptedExpert:
@@ -181,8 +182,7 @@ class ScriptedExpert:
 
     def _choose_axis_yaw(self) -> float:
         """Finger axis yaw for the object, among its symmetric equivalents the closest to the current tool."""
-        tool_y = self._start_rot[:, 1]
-        return nearest_axis_yaw(self.env, math.atan2(tool_y[1], tool_y[0]))
+        return nearest_axis_yaw(self.env, tool_yaw(self._start_rot))
 
     def _rotation(self, s: float) -> F64:
         goal = down_rotation(self._axis_yaw)
@@ -275,13 +275,5 @@ class ScriptedExpert:
 
 def axis_yaw_error(env: PickEnv) -> float:
     """Radians between the tool's finger axis and the target's grasp axis, modulo the object's symmetry."""
-    obj = env.scene.find(env.target) if env.scene else None
-    if obj is None:
-        raise RuntimeError("reset the environment first")
-    if obj.kind.spec.yaw_symmetric:
-        return 0.0
-    rot = forward(env.joints, TCP_OFFSET)[:3, :3]
-    tool = math.atan2(rot[1, 1], rot[0, 1])
-    want = env.object_yaw(env.target) + obj.kind.spec.grasp_axis_yaw
-    period = math.pi / 2 if obj.kind.shape == Shape.CUBE else math.pi
-    return abs(_wrap((tool - want) * (2 * math.pi / period)) / (2 * math.pi / period))
+    tool = tool_yaw(forward(env.joints, TCP_OFFSET)[:3, :3])
+    return abs(tool - nearest_axis_yaw(env, tool))
