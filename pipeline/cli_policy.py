@@ -181,6 +181,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             head[key] = value
+    if args.place:
+        head["place"] = True
     from policy.image_act_config import parse_image_size
 
     config = PolicyTrainConfig(
@@ -420,6 +422,12 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--learn-undone-closes",
         action="store_true",
         help="also learn the close labels a demonstration opens again (missed grasps; by default not learned)",
+    )
+    p.add_argument(
+        "--place",
+        action="store_true",
+        help="sam2grasp: also feed the head the target's base-frame position from each episode's recorded camera "
+        "calibration (the agent then needs the camera's calibration at run time)",
     )
     p.add_argument("--dim-model", type=int, default=None, help="head width (default 256)")
     p.add_argument("--heads", type=int, default=None, help="attention heads (default 8)")

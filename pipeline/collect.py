@@ -125,6 +125,7 @@ def recorded_episode(
         fps=1.0 / env.config.control_dt,
         objects=objects,
         frames=tuple(frames),
+        camera=env.camera_view(),
     )
 
 

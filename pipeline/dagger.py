@@ -122,7 +122,7 @@ def run_rollout(
     objects = object_records(info, obs)
     frames: list[Frame] = []
     takeover, takeover_step = "", -1
-    action, _ = agent.start(obs.rgb, obs.target_box, obs.state)
+    action, _ = agent.start(obs.rgb, obs.target_box, obs.state, camera=env.camera_view())
     outcome: Outcome | None = None
     while outcome is None:
         label = expert.label()

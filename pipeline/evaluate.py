@@ -184,6 +184,8 @@ def run_trial(
     from pipeline.overlay import draw_overlay
 
     obs, _ = env.reset(seed)
+    if isinstance(agent, SAM2GraspAgent) and agent.needs_camera:
+        agent.camera = env.camera_view()  # this scene's camera calibration, for a head that reads place values
     trial = _Trial(env, agent, safety or eval_safety_layer(cfg.control_dt), obs)
     max_steps = math.ceil(cfg.max_seconds / cfg.control_dt) + 2
     error: str | None = None

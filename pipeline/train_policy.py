@@ -194,12 +194,20 @@ def episode_targets(
 
 
 def episode_arrays(
-    data: Path, cache: FeatureCache, action_mode: str, *, learn_undone_closes: bool = False
+    data: Path,
+    cache: FeatureCache,
+    action_mode: str,
+    *,
+    learn_undone_closes: bool = False,
+    place_tcp_offset: float | None = None,
 ) -> list[EpisodeArrays]:
     """One `EpisodeArrays` per cached episode: tokens and extras from the cache, state and targets from the
     dataset, and (unless learn_undone_closes) the close labels a demonstration opens again marked to be
-    ignored. CacheError when the cache does not match the dataset."""
+    ignored. With place_tcp_offset (metres), the extras gain the target's base-frame place values
+    (`policy.place`) from each episode's recorded camera calibration. CacheError when the cache does not match
+    the dataset; ValueError when an episode has no camera record and place values are asked for."""
     from pipeline.dataset.reader import Dataset
+    from policy.place import with_place
 
     dataset = Dataset(data)
     problems = cache.verify(data)
@@ -218,7 +226,16 @@ def episode_arrays(
         target, ignore = episode_targets(
             ep.action, action_mode, learn_undone_closes=learn_undone_closes, reference=reference, learn=ep.learn
         )
-        out.append(EpisodeArrays(feats.tokens, feats.extras, ep.state, target, ignore))
+        extras = feats.extras
+        if place_tcp_offset is not None:
+            view = dataset.episode_meta(e).camera
+            if view is None:
+                raise ValueError(
+                    f"episode {e} of {data} has no camera record, which place values need; collect the dataset "
+                    "with this build (it records each episode's camera calibration) or train without --place"
+                )
+            extras = with_place(extras, ep.state, view, place_tcp_offset)
+        out.append(EpisodeArrays(feats.tokens, extras, ep.state, target, ignore))
     if not out:
         raise CacheError(f"cache {cache.path} holds no episodes")
     return out
@@ -301,6 +318,7 @@ def train_policy(
     from policy.act_config import ACTConfig
     from policy.agent import TRACKER_INFO_FILE
     from policy.chunks import split_by_episode
+    from policy.place import PLACE_DIM
     from policy.train_head import HeadTrainConfig, train_head
 
     start = time.perf_counter()
@@ -320,15 +338,22 @@ def train_policy(
     fixed = {"feature_spec", "token_dim", "n_tokens", "extras_dim", "action_mode"} & set(head_fields)
     if fixed:
         raise ValueError(f"head settings {sorted(fixed)} come from the cache and --action-mode; remove them")
+    place = head_fields.get("place") is True
     act_config = ACTConfig(
         feature_spec=cache.spec.name,
         token_dim=channels,
         n_tokens=n_tokens,
-        extras_dim=cache.spec.extras_dim,
+        extras_dim=cache.spec.extras_dim + (PLACE_DIM if place else 0),
         action_mode=config.action_mode,
         **head_fields,
     )
-    episodes = episode_arrays(data, cache, config.action_mode, learn_undone_closes=config.learn_undone_closes)
+    episodes = episode_arrays(
+        data,
+        cache,
+        config.action_mode,
+        learn_undone_closes=config.learn_undone_closes,
+        place_tcp_offset=act_config.place_tcp_offset if act_config.place else None,
+    )
     train, val = split_by_episode(episodes, config.val_fraction, train_cfg.seed)
     result = train_head(train, val, act_config, train_cfg, out, log=log)
     tracker_record = {**asdict(cache.key), "cache": str(cache.path), "cache_key": cache.key.digest}

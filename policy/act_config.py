@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from policy.features import parse_feature_spec
+from policy.place import PLACE_DIM
 
 #: Action modes and what their 7 values are.
 ACTION_MODES: tuple[str, ...] = ("joint", "ee")
@@ -34,6 +35,9 @@ class ACTConfig:
         None: no ensembling in `select_action` (action queue).
     normalize_tokens: normalise tokens per channel with training statistics (state, extras and actions are
         always normalised).
+    place: the extras end with the target's base-frame position from the camera's calibration
+        (`policy.place`, PLACE_DIM more values): the agent then needs a `CameraView`.
+    place_tcp_offset: metres from the flange to the TCP along the flange z axis, for those values.
     """
 
     feature_spec: str
@@ -57,6 +61,8 @@ class ACTConfig:
     kl_weight: float = 10.0
     temporal_ensemble_coeff: float | None = None
     normalize_tokens: bool = True
+    place: bool = False
+    place_tcp_offset: float = 0.15
 
     def __post_init__(self) -> None:
         try:
@@ -89,11 +95,19 @@ class ACTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ACTConfig.{name} must be an integer >= 1, got {value!r}")
-        if self.extras_dim != spec.extras_dim:
+        for name in ("use_vae", "normalize_tokens", "place"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"ACTConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        expected = spec.extras_dim + (PLACE_DIM if self.place else 0)
+        if self.extras_dim != expected:
+            with_place = f" plus {PLACE_DIM} place values" if self.place else ""
             raise ValueError(
-                f"ACTConfig.extras_dim={self.extras_dim} does not match feature spec {self.feature_spec!r}, "
-                f"which gives {spec.extras_dim} extras per frame"
+                f"ACTConfig.extras_dim={self.extras_dim} does not match feature spec {self.feature_spec!r}"
+                f"{with_place}, which gives {expected} extras per frame"
             )
+        off = self.place_tcp_offset
+        if isinstance(off, bool) or not (isinstance(off, float | int) and 0.0 <= off <= 0.5):
+            raise ValueError(f"ACTConfig.place_tcp_offset must be metres within [0, 0.5], got {off!r}")
         if self.dim_model % self.n_heads:
             raise ValueError(
                 f"ACTConfig.dim_model={self.dim_model} must be divisible by n_heads={self.n_heads}; "
@@ -111,9 +125,6 @@ class ACTConfig:
         m = self.temporal_ensemble_coeff
         if m is not None and not (isinstance(m, float | int) and not isinstance(m, bool) and math.isfinite(m)):
             raise ValueError(f"ACTConfig.temporal_ensemble_coeff must be None or a finite number, got {m!r}")
-        for name in ("use_vae", "normalize_tokens"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"ACTConfig.{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def action_steps(self) -> int:

@@ -19,7 +19,9 @@ import torch
 
 from policy.act import ACTPolicy, PolicyInput
 from policy.features import FeatureSpec, extract, parse_feature_spec
+from policy.place import PlaceError, with_place
 from policy.tracker import SAM2Tracker, TrackStep
+from robot.camera_view import CameraView
 
 F64 = npt.NDArray[np.float64]
 #: File written next to a trained policy (by `pipeline.train_policy`) naming the tracker its features came from.
@@ -58,9 +60,18 @@ class SAM2GraspAgent:
     occlusion, a black frame), `act` takes the next action from the chunks already predicted (`ACTPolicy.coast`)
     instead of asking the head about features it never saw in training; once no earlier chunk reaches the step,
     the head predicts as usual. Long losses are the perception watch's business.
+    camera: the fixed camera's calibration, which a head trained with place values (`ACTConfig.place`) needs;
+    given here or to `start` / `start_chunk`.
     """
 
-    def __init__(self, tracker: SAM2Tracker, spec: FeatureSpec, head: ACTPolicy, coast_unseen: bool = True) -> None:
+    def __init__(
+        self,
+        tracker: SAM2Tracker,
+        spec: FeatureSpec,
+        head: ACTPolicy,
+        coast_unseen: bool = True,
+        camera: CameraView | None = None,
+    ) -> None:
         cfg = head.config
         if cfg.feature_spec != spec.name:
             raise ValueError(
@@ -78,6 +89,7 @@ class SAM2GraspAgent:
         self.spec = spec
         self.head = head.eval()
         self.coast_unseen = coast_unseen
+        self.camera = camera
         self.last_step: TrackStep | None = None
         #: actions taken from earlier chunks on unseen frames since the last `start`
         self.coasted = 0
@@ -91,13 +103,24 @@ class SAM2GraspAgent:
     def chunk_size(self) -> int:
         return self.head.config.chunk_size
 
+    @property
+    def needs_camera(self) -> bool:
+        """Whether the head reads place values, so that the camera's calibration must be given."""
+        return self.head.config.place
+
     # ------------------------------------------------------------------ per-step actions
     def start(
-        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None
+        self,
+        frame: Any,
+        box: npt.ArrayLike,
+        state: npt.ArrayLike,
+        mask: npt.NDArray[np.bool_] | None = None,
+        camera: CameraView | None = None,
     ) -> tuple[F64, TrackStep]:
         """Prompt the tracker with `box` (pixels x0, y0, x1, y1) on `frame`, reset the head, and return the first
-        action (7,) and the tracker's step. mask: the target's true mask, only for an oracle tracker."""
-        step, s = self._prompt(frame, box, state, mask)
+        action (7,) and the tracker's step. mask: the target's true mask, only for an oracle tracker; camera:
+        this episode's camera calibration (kept for later steps)."""
+        step, s = self._prompt(frame, box, state, mask, camera)
         return self._select(step, s), step
 
     def act(self, frame: Any, state: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None) -> tuple[F64, TrackStep]:
@@ -113,9 +136,11 @@ class SAM2GraspAgent:
         return self._select(step, s), step
 
     # ------------------------------------------------------------------ whole chunks (threaded runtime)
-    def start_chunk(self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
+    def start_chunk(
+        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, camera: CameraView | None = None
+    ) -> tuple[F64, TrackStep]:
         """Prompt as `start` does and return the first predicted chunk (K, 7) in the head's action mode."""
-        step, s = self._prompt(frame, box, state)
+        step, s = self._prompt(frame, box, state, camera=camera)
         return self._chunk(step, s), step
 
     def chunk(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
@@ -126,10 +151,22 @@ class SAM2GraspAgent:
 
     # ------------------------------------------------------------------ internals
     def _prompt(
-        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None
+        self,
+        frame: Any,
+        box: npt.ArrayLike,
+        state: npt.ArrayLike,
+        mask: npt.NDArray[np.bool_] | None = None,
+        camera: CameraView | None = None,
     ) -> tuple[TrackStep, npt.NDArray[np.float32]]:
         """Check `state`, prompt the tracker with `box` on `frame` and reset the head: the step and the state."""
         s = _state(state, self.head.config.state_dim)
+        if camera is not None:
+            self.camera = camera
+        if self.needs_camera and self.camera is None:
+            raise AgentError(
+                "this head reads the target's base-frame position (trained with --place) and needs the camera's "
+                "calibration: pass camera=CameraView(intrinsics, T_base_camera) to start"
+            )
         step = self.tracker.start(_rgb(frame), box, mask)
         self.head.reset()
         self.coasted = 0
@@ -138,7 +175,18 @@ class SAM2GraspAgent:
     def _input(self, step: TrackStep, state: npt.NDArray[np.float32]) -> PolicyInput:
         self.last_step = step
         feats = extract(step, self.spec)
-        return PolicyInput.from_numpy(feats.tokens, feats.extras, state)
+        extras = feats.extras
+        if self.needs_camera:
+            view = self.camera
+            h, w = step.mask.shape
+            if view is not None and (view.intrinsics.width, view.intrinsics.height) != (w, h):
+                view = view.scaled(w, h)
+            cfg = self.head.config
+            try:
+                extras = with_place(extras[None], state[None], view, cfg.place_tcp_offset)[0]
+            except PlaceError as exc:
+                raise AgentError(str(exc)) from None
+        return PolicyInput.from_numpy(feats.tokens, extras, state)
 
     def _select(self, step: TrackStep, state: npt.NDArray[np.float32]) -> F64:
         action = self.head.select_action(self._input(step, state))
@@ -180,9 +228,10 @@ class AgentChunkPredictor:
     on its frame, later calls track. Chunks are returned as joint targets (K, 7); an ee-mode head's poses are
     converted by IK chained from the observed joints (an unreachable pose repeats the previous targets)."""
 
-    def __init__(self, agent: SAM2GraspAgent, box: npt.ArrayLike) -> None:
+    def __init__(self, agent: SAM2GraspAgent, box: npt.ArrayLike, camera: CameraView | None = None) -> None:
         self.agent = agent
         self._box = np.asarray(box, dtype=np.float64)
+        self._camera = camera
         self._started = False
         self.ik_failures = 0
 
@@ -207,7 +256,7 @@ class AgentChunkPredictor:
         if self._started:
             chunk, _ = self.agent.chunk(frame, state)
         else:
-            chunk, _ = self.agent.start_chunk(frame, self._box, state)
+            chunk, _ = self.agent.start_chunk(frame, self._box, state, self._camera)
             self._started = True
         if self.agent.action_mode != "ee":
             return chunk

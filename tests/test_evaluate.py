@@ -253,6 +253,40 @@ def test_eval_runs_an_ee_mode_policy_through_ik(workspace: dict[str, Path], caps
     assert report.action_mode == "ee"
 
 
+def test_place_head_trains_on_recorded_cameras_and_runs_in_eval(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--place`: the extras gain the target's base-frame place values from each episode's recorded camera, and
+    eval hands every trial's scene camera to the agent."""
+    from policy.place import PLACE_DIM, place_values
+
+    out = workspace["root"] / "run_place"
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out), "--place"]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0
+    policy_dir = json.loads(capsys.readouterr().out)["policy_dir"]
+    config, _ = read_checkpoint_info(policy_dir)
+    assert config.place
+    assert config.extras_dim == 7 + PLACE_DIM
+    cache = find_cache(workspace["data"])
+    plain = episode_arrays(workspace["data"], cache, "joint")
+    placed = episode_arrays(workspace["data"], cache, "joint", place_tcp_offset=TCP_OFFSET)
+    dataset = Dataset(workspace["data"])
+    for i, (a, b) in enumerate(zip(plain, placed, strict=True)):
+        np.testing.assert_array_equal(b.extras[:, :7], a.extras)
+        view = dataset.episode_meta(i).camera
+        assert view is not None
+        np.testing.assert_allclose(b.extras[:, 7:], place_values(a.extras, a.state, view, TCP_OFFSET), atol=1e-6)
+        assert np.abs(b.extras[:, 7:9]).max() > 0.1  # real table positions, not the zeros of unseen frames
+    agent = load_agent(policy_dir, workspace["tracker"])
+    assert agent.needs_camera
+    report = evaluate(
+        agent, small_config(workspace["root"] / "place_eval", trials=1, occlusion=(0.0,), max_seconds=0.5)
+    )
+    assert report.levels[0].episodes[0].error is None
+    assert agent.camera is not None
+    assert agent.camera.intrinsics.width == 64
+
+
 def test_oracle_masks_run_from_cache_to_eval(
     workspace: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -43,6 +43,7 @@ from pipeline.dataset.layout import (
 from pipeline.dataset.records import ObjectRecord
 from pipeline.dataset.rle import decode_mask
 from pipeline.dataset.video import iter_rgb_video, read_depth_video, read_rgb_video
+from robot.camera_view import CameraView
 
 _STAT_KEYS = ("min", "max", "mean", "std")
 
@@ -61,6 +62,7 @@ class EpisodeMeta:
     from_index: int
     to_index: int
     stats: dict[str, FeatureStats] = field(repr=False)
+    camera: CameraView | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,16 @@ def objects_from_json(text: str, where: str) -> tuple[ObjectRecord, ...]:
         raise DatasetError(f"{where}: column 'objects' is not a valid object list ({exc})") from exc
 
 
+def camera_from_json(text: Any, where: str) -> CameraView | None:
+    """Parse the optional `camera` column (absent or null in datasets recorded without it: None)."""
+    if text is None:
+        return None
+    try:
+        return CameraView.from_dict(json.loads(text))
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{where}: column 'camera' is not a valid camera view ({exc})") from exc
+
+
 def stats_features(info: Info) -> list[str]:
     """Features with per-episode statistics: the numeric vectors, plus the front camera once it exists."""
     return [*VECTOR_FEATURES, FRONT_KEY] if info.image_size is not None else list(VECTOR_FEATURES)
@@ -226,6 +238,7 @@ def read_episode_meta(root: Path, info: Info, index: int) -> EpisodeMeta:
         from_index=int(row["dataset_from_index"]),
         to_index=int(row["dataset_to_index"]),
         stats=stats,
+        camera=camera_from_json(row.get("camera"), str(path)),
     )
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from robot.camera_view import CameraView
+
 #: Names of the 7 entries of `state` and `action`: six UR5e joint angles (radians) and the gripper opening (metres).
 JOINT_NAMES: tuple[str, ...] = (
     "shoulder_pan",
@@ -76,6 +78,8 @@ class Episode:
     task: the command text ("pick the left red cup"); target: instance id of the target object.
     seed: the scene seed; outcome: the environment's outcome ("success", "wrong_object", ...).
     fps: frames per second of `frames` (1 / control period).
+    camera: the fixed camera's calibration during the episode (intrinsics at the recorded image size and its
+    pose in the base frame), or None where it is not known.
     """
 
     task: str
@@ -85,6 +89,7 @@ class Episode:
     fps: float
     objects: tuple[ObjectRecord, ...]
     frames: tuple[Frame, ...] = field(repr=False)
+    camera: CameraView | None = field(default=None, repr=False)
 
     @property
     def length(self) -> int:

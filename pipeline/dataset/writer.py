@@ -339,6 +339,7 @@ class DatasetWriter:
             "seed": int(episode.seed),
             "outcome": episode.outcome,
             "objects": objects_to_json(episode.objects),
+            **({} if episode.camera is None else {"camera": json.dumps(episode.camera.to_dict())}),
             "data/chunk_index": chunk,
             "data/file_index": file,
             "meta/episodes/chunk_index": chunk,

@@ -41,6 +41,7 @@ from pipeline.jobs.state import Controller, JobState, Placement, Target
 from pipeline.runtime.control_loop import EndReason
 from pipeline.runtime.perception_watch import PerceptionWatch
 from robot.calibration import CameraCalibration
+from robot.camera_view import CameraView
 from robot.kinematics import forward
 from robot.protocols import RobotStatus
 from robot.safety import MAX_GRIPPER_WIDTH, SafetyLayer
@@ -131,7 +132,8 @@ class RealCell:
         from policy.agent import AgentChunkPredictor
 
         cfg = self.config
-        method = AgentChunkPredictor(agent, np.asarray(target.box, dtype=np.float64))
+        view = CameraView(self.camera.intrinsics, self.calibration.T_base_camera)
+        method = AgentChunkPredictor(agent, np.asarray(target.box, dtype=np.float64), view)
         predictor = self.view.watching(PacedPredictor(method, cfg.action_period_s, cfg.control_period_s))
         drive = RealDrive(
             self.gate,

@@ -163,7 +163,7 @@ class SimCell:
                 agent = self.load_agent()
             except (OSError, ValueError) as exc:  # a model file missing or damaged: the pick fails, nothing moved
                 return PickOutcome(False, "models_unavailable", f"the method's models cannot be loaded: {exc}")
-            predictor = AgentChunkPredictor(agent, np.asarray(target.box))
+            predictor = AgentChunkPredictor(agent, np.asarray(target.box), self.env.camera_view())
 
         def on_tick(_tick: int) -> None:
             info = self.robot.last_info

@@ -8,6 +8,7 @@ import mujoco
 import numpy as np
 import numpy.typing as npt
 
+from robot.camera_view import CameraView
 from robot.kinematics import IKError, forward, pose_to_vector, solve_ik, vector_to_pose
 from robot.sim.catalogue import UnknownObjectError, parse_object_name
 from robot.sim.config import HOME_Q, ActionMode, CellConfig
@@ -292,6 +293,14 @@ class PickEnv:
         """The joint targets the arm is servoing to, radians."""
         self._require()
         return np.array(self._q_cmd, dtype=np.float64)
+
+    def camera_view(self) -> CameraView:
+        """The fixed camera's true calibration for this episode's scene: its intrinsics at the cell's image size
+        and its pose in the base frame (the scene's jittered camera)."""
+        if self.scene is None:
+            raise RuntimeError("the environment has no scene yet: call reset(seed) first")
+        cam = self.scene.camera
+        return CameraView.from_look_at(cam.position, cam.target, self.config.intrinsics)
 
     def object_position(self, instance: str) -> F64:
         """World position (metres) of an object's centre."""

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 
+from robot.camera_view import CameraView
 from robot.sim.env import Observation, PickEnv, ResetInfo, ResetOptions, StepInfo
 
 
@@ -33,6 +34,10 @@ class OcclusionWrapper:
         self._rng = np.random.default_rng([seed, 3])
         obs, info = self.env.reset(seed, options)
         return self._maybe_black(obs, allow=not self.keep_first), info
+
+    def camera_view(self) -> CameraView:
+        """The wrapped cell's camera calibration (a blacked-out frame hides the image, not the calibration)."""
+        return self.env.camera_view()
 
     def step(self, action: npt.ArrayLike) -> tuple[Observation, float, bool, bool, StepInfo]:
         """Step the environment and black out the observation with probability `p`."""

@@ -1,0 +1,78 @@
+"""Where the tracked target stands in the robot's base frame, as extra inputs of the action head.
+
+The tracker's mask box says where the target is in the image; which table position that is depends on where the
+camera stands, and the cell's camera is not the same in every scene (installation, calibration, the simulator's
+per-scene jitter of about 1 cm and 2 cm of aim, which moves a point's table position for a given pixel by 1.6 cm
+median and 3.0 cm at the 90th percentile). A head that reads only the image must guess that shift. With the
+camera's calibration (`robot.camera_view.CameraView`) the box centre's ray meets the plane `PLACE_HEIGHT_M` above
+the table at the target's base-frame position, and the arm's joint angles give the TCP's by forward kinematics.
+`place_values` returns, per frame (metres, base frame):
+
+    target_x, target_y, target_x - tcp_x, target_y - tcp_y, tcp_z
+
+On frames where the tracker has no mask (area 0) the first four are 0; the head also reads the mask area and the
+object score, so it can tell such frames apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from robot.camera_view import CameraView
+from robot.kinematics import forward
+
+#: Values `place_values` adds to each frame's extras.
+PLACE_DIM = 5
+#: Names of those values, in order.
+PLACE_NAMES: tuple[str, ...] = ("target_x", "target_y", "target_minus_tcp_x", "target_minus_tcp_y", "tcp_z")
+#: Height above the table (metres) at which the box centre's ray is cut: about the middle of the catalogue's
+#: objects (2-10 cm tall); a taller or shorter object shifts along the view ray, which the head sees by the box.
+PLACE_HEIGHT_M = 0.03
+#: Where the box (x0, y0, x1, y1, normalised to the frame) and the mask's share of the frame sit in every spec's
+#: extras (`policy.features.extract`).
+_BOX = slice(2, 6)
+_AREA = 6
+
+
+class PlaceError(ValueError):
+    """Place values cannot be formed from these inputs (shapes, missing calibration)."""
+
+
+def place_values(
+    extras: npt.ArrayLike, states: npt.ArrayLike, view: CameraView, tcp_offset: float
+) -> npt.NDArray[np.float32]:
+    """(T, PLACE_DIM) place values of T frames.
+
+    extras: (T, E) the feature spec's extras (E >= 7); states: (T, >= 6) joint angles in radians first;
+    view: the calibrated camera whose frames the extras came from; tcp_offset: metres from the flange to the TCP
+    along the flange z axis.
+    """
+    ex = np.asarray(extras, dtype=np.float64)
+    st = np.asarray(states, dtype=np.float64)
+    if ex.ndim != 2 or ex.shape[1] < _AREA + 1:
+        raise PlaceError(f"extras must be (T, E) with E >= {_AREA + 1}, got shape {ex.shape}")
+    if st.ndim != 2 or st.shape[0] != ex.shape[0] or st.shape[1] < 6:
+        raise PlaceError(f"states must be ({ex.shape[0]}, >= 6) joint angles first, got shape {st.shape}")
+    k = view.intrinsics
+    box = ex[:, _BOX]
+    uv = np.stack([(box[:, 0] + box[:, 2]) * 0.5 * k.width, (box[:, 1] + box[:, 3]) * 0.5 * k.height], axis=1)
+    target = view.pixel_to_plane(uv, PLACE_HEIGHT_M)[:, :2]
+    tcp = np.array([forward(q, tcp_offset)[:3, 3] for q in st[:, :6]]).reshape(-1, 3)
+    seen = (ex[:, _AREA] > 0.0) & np.all(np.isfinite(target), axis=1)
+    target = np.where(seen[:, None], target, 0.0)
+    delta = np.where(seen[:, None], target - tcp[:, :2], 0.0)
+    return np.concatenate([target, delta, tcp[:, 2:3]], axis=1).astype(np.float32)
+
+
+def with_place(
+    extras: npt.ArrayLike, states: npt.ArrayLike, view: CameraView | None, tcp_offset: float
+) -> npt.NDArray[np.float32]:
+    """`extras` (T, E) with the place values appended (T, E + PLACE_DIM); a PlaceError without a view."""
+    if view is None:
+        raise PlaceError(
+            "this head reads the target's base-frame position and needs the camera's calibration "
+            "(intrinsics and T_base_camera); none was given"
+        )
+    ex = np.asarray(extras, dtype=np.float32)
+    return np.concatenate([ex, place_values(ex, states, view, tcp_offset)], axis=1)
