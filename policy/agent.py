@@ -24,6 +24,7 @@ from policy.tracker import SAM2Tracker, TrackStep
 from robot.camera_view import CameraView
 
 F64 = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
 #: File written next to a trained policy (by `pipeline.train_policy`) naming the tracker its features came from.
 TRACKER_INFO_FILE = "tracker.json"
 
@@ -140,7 +141,7 @@ class SAM2GraspAgent:
         self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, camera: CameraView | None = None
     ) -> tuple[F64, TrackStep]:
         """Prompt as `start` does and return the first predicted chunk (K, 7) in the head's action mode."""
-        step, s = self._prompt(frame, box, state, camera=camera)
+        step, s = self._prompt(frame, box, state, None, camera)
         return self._chunk(step, s), step
 
     def chunk(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
@@ -151,14 +152,10 @@ class SAM2GraspAgent:
 
     # ------------------------------------------------------------------ internals
     def _prompt(
-        self,
-        frame: Any,
-        box: npt.ArrayLike,
-        state: npt.ArrayLike,
-        mask: npt.NDArray[np.bool_] | None = None,
-        camera: CameraView | None = None,
+        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, mask: Mask | None, camera: CameraView | None
     ) -> tuple[TrackStep, npt.NDArray[np.float32]]:
-        """Check `state`, prompt the tracker with `box` on `frame` and reset the head: the step and the state."""
+        """Check `state`, keep `camera` when given, prompt the tracker with `box` on `frame` and reset the head:
+        the step and the state."""
         s = _state(state, self.head.config.state_dim)
         if camera is not None:
             self.camera = camera
