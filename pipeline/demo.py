@@ -23,6 +23,7 @@ from grounding.service import load_grounding_service
 from pipeline.dataset.video import write_rgb_video
 from pipeline.jobs.sim_view import match_instance
 from pipeline.overlay import draw_overlay
+from robot.camera_view import CameraView
 from robot.sim.catalogue import ObjectKind, all_kinds
 from robot.sim.config import CellConfig
 from robot.sim.env import Observation, PickEnv, ResetInfo, ResetOptions
@@ -79,6 +80,10 @@ class _FixedScene:
 
     def step(self, action: npt.ArrayLike) -> Any:
         return self.env.step(action)
+
+    def camera_view(self) -> CameraView:
+        """The scene's camera calibration (for a head that reads place values)."""
+        return self.env.camera_view()
 
 
 def _run_expert(
