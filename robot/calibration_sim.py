@@ -16,6 +16,7 @@ import mujoco
 import numpy as np
 import numpy.typing as npt
 
+from robot.camera_view import GL_TO_CV
 from robot.charuco import BoardSpec
 from robot.intrinsics import CameraIntrinsics
 from robot.kinematics import IKError, forward, solve_ik
@@ -33,8 +34,6 @@ MARGIN_SQUARES = 0.5
 #: Serial number the simulated camera reports.
 SIM_SERIAL = "SIM-FRONT-0"
 _FLANGE_SITE = '<site name="flange" size="0.005"/>'
-#: OpenGL camera axes (MuJoCo) to OpenCV camera axes.
-_GL_TO_CV = np.diag([1.0, -1.0, -1.0])
 
 
 def _board_xml(png: Path, board: BoardSpec) -> tuple[str, str]:
@@ -107,7 +106,7 @@ class SimBoardCell:
         """The fixed camera's true pose in the base frame (OpenCV camera axes), metres."""
         cam = self.model.camera("front").id
         out = np.eye(4)
-        out[:3, :3] = self.data.cam_xmat[cam].reshape(3, 3) @ _GL_TO_CV
+        out[:3, :3] = self.data.cam_xmat[cam].reshape(3, 3) @ GL_TO_CV
         out[:3, 3] = self.data.cam_xpos[cam]
         return out
 

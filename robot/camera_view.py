@@ -15,13 +15,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from robot.calibration import CalibrationFileError, validate_transform
 from robot.intrinsics import CameraIntrinsics, look_at
 
 F64 = npt.NDArray[np.float64]
 #: OpenGL camera axes (x right, y up, z backwards) to OpenCV ones (x right, y down, z forward).
 GL_TO_CV: F64 = np.diag([1.0, -1.0, -1.0])
-#: Tolerance on the orthonormality of the rotation part of T_base_camera.
-_ROTATION_TOL = 1e-4
 
 
 class CameraViewError(ValueError):
@@ -37,15 +36,11 @@ class CameraView:
     T_base_camera: F64
 
     def __post_init__(self) -> None:
-        t = np.asarray(self.T_base_camera, dtype=np.float64)
-        if t.shape != (4, 4) or not np.all(np.isfinite(t)):
-            raise CameraViewError(f"T_base_camera must be a finite 4x4 matrix, got shape {t.shape}")
-        rot = t[:3, :3]
-        if not np.allclose(rot.T @ rot, np.eye(3), atol=_ROTATION_TOL) or abs(np.linalg.det(rot) - 1.0) > 1e-3:
-            raise CameraViewError("the rotation part of T_base_camera must be orthonormal with determinant +1")
-        if not np.allclose(t[3], [0.0, 0.0, 0.0, 1.0]):
-            raise CameraViewError(f"the last row of T_base_camera must be 0 0 0 1, got {t[3].tolist()}")
-        object.__setattr__(self, "T_base_camera", t)
+        try:
+            validate_transform(self.T_base_camera)  # the calibration file's own check of the same transform
+        except CalibrationFileError as exc:
+            raise CameraViewError(str(exc)) from None
+        object.__setattr__(self, "T_base_camera", np.asarray(self.T_base_camera, dtype=np.float64))
 
     @classmethod
     def from_look_at(cls, position: npt.ArrayLike, target: npt.ArrayLike, intrinsics: CameraIntrinsics) -> CameraView:
