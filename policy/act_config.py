@@ -14,6 +14,7 @@ from typing import Any
 
 from policy.features import parse_feature_spec
 from policy.place import PLACE_DIM
+from robot.sim.mjcf import TCP_OFFSET
 
 #: Action modes and what their 7 values are.
 ACTION_MODES: tuple[str, ...] = ("joint", "ee")
@@ -37,7 +38,8 @@ class ACTConfig:
         always normalised).
     place: the extras end with the target's base-frame position from the camera's calibration
         (`policy.place`, PLACE_DIM more values): the agent then needs a `CameraView`.
-    place_tcp_offset: metres from the flange to the TCP along the flange z axis, for those values.
+    place_tcp_offset: metres from the flange to the TCP along the flange z axis, for those values (default: the
+        simulated cell's gripper, whose demonstrations the shipped heads learn from).
     """
 
     feature_spec: str
@@ -62,7 +64,7 @@ class ACTConfig:
     temporal_ensemble_coeff: float | None = None
     normalize_tokens: bool = True
     place: bool = False
-    place_tcp_offset: float = 0.15
+    place_tcp_offset: float = TCP_OFFSET
 
     def __post_init__(self) -> None:
         try:
