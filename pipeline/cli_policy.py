@@ -181,8 +181,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ):
         if value is not None:
             head[key] = value
+    if args.place_source is not None and not args.place:
+        raise ValueError(f"--place-source {args.place_source} needs --place (it says where the place values come from)")
     if args.place:
         head["place"] = True
+        if args.place_source is not None:
+            head["place_source"] = args.place_source
     from policy.image_act_config import parse_image_size
 
     config = PolicyTrainConfig(
@@ -428,6 +432,13 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         action="store_true",
         help="sam2grasp: also feed the head the target's base-frame position from each episode's recorded camera "
         "calibration (the agent then needs the camera's calibration at run time)",
+    )
+    p.add_argument(
+        "--place-source",
+        choices=["tracked", "prompt"],
+        default=None,
+        help="with --place: the target's position from every frame's tracked box (tracked, default) or from the "
+        "box the tracker was prompted with, held for the whole pick (prompt)",
     )
     p.add_argument("--dim-model", type=int, default=None, help="head width (default 256)")
     p.add_argument("--heads", type=int, default=None, help="attention heads (default 8)")

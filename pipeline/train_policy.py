@@ -200,14 +200,19 @@ def episode_arrays(
     *,
     learn_undone_closes: bool = False,
     place_tcp_offset: float | None = None,
+    place_source: str = "tracked",
 ) -> list[EpisodeArrays]:
     """One `EpisodeArrays` per cached episode: tokens and extras from the cache, state and targets from the
     dataset, and (unless learn_undone_closes) the close labels a demonstration opens again marked to be
     ignored. With place_tcp_offset (metres), the extras gain the target's base-frame place values
-    (`policy.place`) from each episode's recorded camera calibration. CacheError when the cache does not match
-    the dataset; ValueError when an episode has no camera record and place values are asked for."""
+    (`policy.place`) from each episode's recorded camera calibration, the target's position taken from each
+    frame's tracked box (place_source "tracked") or from the episode's first-frame target box, which the cache
+    prompted the tracker with ("prompt"). CacheError when the cache does not match the dataset; ValueError when
+    an episode has no camera record or no first-frame box and place values are asked for."""
     from pipeline.dataset.reader import Dataset
-    from policy.place import with_place
+    from policy.place import PlaceError, check_place_source, normalised_box, with_place
+
+    check_place_source(place_source)
 
     dataset = Dataset(data)
     problems = cache.verify(data)
@@ -234,7 +239,13 @@ def episode_arrays(
                     f"episode {e} of {data} has no camera record, which place values need; collect the dataset "
                     "with this build (it records each episode's camera calibration) or train without --place"
                 )
-            extras = with_place(extras, ep.state, view, place_tcp_offset)
+            prompt = None
+            if place_source == "prompt":
+                try:
+                    prompt = normalised_box(ep.target_box[0], view.intrinsics.width, view.intrinsics.height)
+                except PlaceError as exc:
+                    raise ValueError(f"episode {e} of {data}: its first-frame target box: {exc}") from None
+            extras = with_place(extras, ep.state, view, place_tcp_offset, prompt)
         out.append(EpisodeArrays(feats.tokens, extras, ep.state, target, ignore))
     if not out:
         raise CacheError(f"cache {cache.path} holds no episodes")
@@ -353,6 +364,7 @@ def train_policy(
         config.action_mode,
         learn_undone_closes=config.learn_undone_closes,
         place_tcp_offset=act_config.place_tcp_offset if act_config.place else None,
+        place_source=act_config.place_source,
     )
     train, val = split_by_episode(episodes, config.val_fraction, train_cfg.seed)
     result = train_head(train, val, act_config, train_cfg, out, log=log)

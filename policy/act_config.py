@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from policy.features import parse_feature_spec
-from policy.place import PLACE_DIM
+from policy.place import PLACE_DIM, PLACE_SOURCES
 from robot.sim.mjcf import TCP_OFFSET
 
 #: Action modes and what their 7 values are.
@@ -40,6 +40,8 @@ class ACTConfig:
         (`policy.place`, PLACE_DIM more values): the agent then needs a `CameraView`.
     place_tcp_offset: metres from the flange to the TCP along the flange z axis, for those values (default: the
         simulated cell's gripper, whose demonstrations the shipped heads learn from).
+    place_source: where those values take the target's image position from: "tracked" (every frame's tracked
+        box) or "prompt" (the box the tracker was prompted with, for the whole pick); see `policy.place`.
     """
 
     feature_spec: str
@@ -65,6 +67,7 @@ class ACTConfig:
     normalize_tokens: bool = True
     place: bool = False
     place_tcp_offset: float = TCP_OFFSET
+    place_source: str = "tracked"
 
     def __post_init__(self) -> None:
         try:
@@ -107,6 +110,8 @@ class ACTConfig:
                 f"ACTConfig.extras_dim={self.extras_dim} does not match feature spec {self.feature_spec!r}"
                 f"{with_place}, which gives {expected} extras per frame"
             )
+        if self.place_source not in PLACE_SOURCES:
+            raise ValueError(f"ACTConfig.place_source={self.place_source!r}; valid: {', '.join(PLACE_SOURCES)}")
         off = self.place_tcp_offset
         if isinstance(off, bool) or not (isinstance(off, float | int) and 0.0 <= off <= 0.5):
             raise ValueError(f"ACTConfig.place_tcp_offset must be metres within [0, 0.5], got {off!r}")

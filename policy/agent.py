@@ -19,7 +19,7 @@ import torch
 
 from policy.act import ACTPolicy, PolicyInput
 from policy.features import FeatureSpec, extract, parse_feature_spec
-from policy.place import PlaceError, with_place
+from policy.place import PlaceError, normalised_box, with_place
 from policy.tracker import SAM2Tracker, TrackStep
 from robot.camera_view import CameraView
 
@@ -92,6 +92,8 @@ class SAM2GraspAgent:
         self.coast_unseen = coast_unseen
         self.camera = camera
         self.last_step: TrackStep | None = None
+        #: the prompt box as fractions of the frame (x0, y0, x1, y1), for a head whose place values come from it
+        self.prompt_box: npt.NDArray[np.float64] | None = None
         #: actions taken from earlier chunks on unseen frames since the last `start`
         self.coasted = 0
 
@@ -164,7 +166,13 @@ class SAM2GraspAgent:
                 "this head reads the target's base-frame position (trained with --place) and needs the camera's "
                 "calibration: pass camera=CameraView(intrinsics, T_base_camera) to start"
             )
-        step = self.tracker.start(_rgb(frame), box, mask)
+        rgb = _rgb(frame)
+        if self.needs_camera and self.head.config.place_source == "prompt":
+            try:
+                self.prompt_box = normalised_box(box, rgb.shape[1], rgb.shape[0])
+            except PlaceError as exc:
+                raise AgentError(str(exc)) from None
+        step = self.tracker.start(rgb, box, mask)
         self.head.reset()
         self.coasted = 0
         return step, s
@@ -180,7 +188,10 @@ class SAM2GraspAgent:
                 view = view.scaled(w, h)
             cfg = self.head.config
             try:
-                extras = with_place(extras[None], state[None], view, cfg.place_tcp_offset)[0]
+                prompt = self.prompt_box if cfg.place_source == "prompt" else None
+                if cfg.place_source == "prompt" and prompt is None:
+                    raise PlaceError("this head places the target by its prompt box; call start (or start_chunk) first")
+                extras = with_place(extras[None], state[None], view, cfg.place_tcp_offset, prompt)[0]
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
         return PolicyInput.from_numpy(feats.tokens, extras, state)

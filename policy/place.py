@@ -12,6 +12,14 @@ the table at the target's base-frame position, and the arm's joint angles give t
 
 On frames where the tracker has no mask (area 0) the first four are 0; the head also reads the mask area and the
 object score, so it can tell such frames apart.
+
+Where the target's position comes from is the head's `place_source`: "tracked" takes every frame's tracked mask
+box; "prompt" takes the box the tracker was prompted with (the grounder's, or the simulator's true first-frame
+box) for the whole pick, so that a tracker that slides onto part of the target, the gripper or a neighbour moves
+neither the target's position nor the offsets to it. The object stands still until it is grasped; after the
+grasp, the offsets say where the TCP is against where the object stood. Measured on four failing test scenes of
+the shipped head: the tracked box put the target 4-17 cm from its true position during the approach, the
+true prompt box 0.6-1.5 cm.
 """
 
 from __future__ import annotations
@@ -33,20 +41,45 @@ PLACE_HEIGHT_M = 0.03
 #: extras (`policy.features.extract`).
 _BOX = slice(2, 6)
 _AREA = 6
+#: Where a head's place values take the target's image position from (see the module doc).
+PLACE_SOURCES: tuple[str, ...] = ("tracked", "prompt")
 
 
 class PlaceError(ValueError):
     """Place values cannot be formed from these inputs (shapes, missing calibration)."""
 
 
+def check_place_source(source: str) -> str:
+    """`source` when it is one of PLACE_SOURCES, else a PlaceError naming the valid ones."""
+    if source not in PLACE_SOURCES:
+        raise PlaceError(f"place source {source!r} is not known; valid: {', '.join(PLACE_SOURCES)}")
+    return source
+
+
+def normalised_box(box: npt.ArrayLike, width: int, height: int) -> npt.NDArray[np.float64]:
+    """A pixel box (x0, y0, x1, y1) of a width x height frame as fractions of the frame, as the extras hold it;
+    a PlaceError when it is not 4 finite numbers with x0 < x1 and y0 < y1 (an empty or hidden target)."""
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape != (4,) or not np.all(np.isfinite(b)) or not (b[0] < b[2] and b[1] < b[3]):
+        raise PlaceError(f"a prompt box must be 4 finite pixels x0 < x1, y0 < y1, got {np.asarray(box).tolist()}")
+    if width < 1 or height < 1:
+        raise PlaceError(f"frame size must be positive pixels, got {width} x {height}")
+    return b / np.array([width, height, width, height], dtype=np.float64)
+
+
 def place_values(
-    extras: npt.ArrayLike, states: npt.ArrayLike, view: CameraView, tcp_offset: float
+    extras: npt.ArrayLike,
+    states: npt.ArrayLike,
+    view: CameraView,
+    tcp_offset: float,
+    prompt_box: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float32]:
     """(T, PLACE_DIM) place values of T frames.
 
     extras: (T, E) the feature spec's extras (E >= 7); states: (T, >= 6) joint angles in radians first;
     view: the calibrated camera whose frames the extras came from; tcp_offset: metres from the flange to the TCP
-    along the flange z axis.
+    along the flange z axis; prompt_box: None (the target's position from each frame's tracked box) or the prompt
+    box (4,) as fractions of the frame (`normalised_box`), which then places the target on every frame.
     """
     ex = np.asarray(extras, dtype=np.float64)
     st = np.asarray(states, dtype=np.float64)
@@ -55,24 +88,36 @@ def place_values(
     if st.ndim != 2 or st.shape[0] != ex.shape[0] or st.shape[1] < 6:
         raise PlaceError(f"states must be ({ex.shape[0]}, >= 6) joint angles first, got shape {st.shape}")
     k = view.intrinsics
-    box = ex[:, _BOX]
+    if prompt_box is None:
+        box = ex[:, _BOX]
+    else:
+        anchor = np.asarray(prompt_box, dtype=np.float64)
+        if anchor.shape != (4,) or not np.all(np.isfinite(anchor)):
+            raise PlaceError(f"prompt_box must be 4 finite fractions of the frame, got {anchor.tolist()}")
+        box = np.broadcast_to(anchor, (len(ex), 4))
     uv = np.stack([(box[:, 0] + box[:, 2]) * 0.5 * k.width, (box[:, 1] + box[:, 3]) * 0.5 * k.height], axis=1)
     target = view.pixel_to_plane(uv, PLACE_HEIGHT_M)[:, :2]
     tcp = np.array([forward(q, tcp_offset)[:3, 3] for q in st[:, :6]]).reshape(-1, 3)
-    seen = (ex[:, _AREA] > 0.0) & np.all(np.isfinite(target), axis=1)
+    visible = ex[:, _AREA] > 0.0 if prompt_box is None else np.ones(len(ex), dtype=bool)
+    seen = visible & np.all(np.isfinite(target), axis=1)
     target = np.where(seen[:, None], target, 0.0)
     delta = np.where(seen[:, None], target - tcp[:, :2], 0.0)
     return np.concatenate([target, delta, tcp[:, 2:3]], axis=1).astype(np.float32)
 
 
 def with_place(
-    extras: npt.ArrayLike, states: npt.ArrayLike, view: CameraView | None, tcp_offset: float
+    extras: npt.ArrayLike,
+    states: npt.ArrayLike,
+    view: CameraView | None,
+    tcp_offset: float,
+    prompt_box: npt.ArrayLike | None = None,
 ) -> npt.NDArray[np.float32]:
-    """`extras` (T, E) with the place values appended (T, E + PLACE_DIM); a PlaceError without a view."""
+    """`extras` (T, E) with the place values appended (T, E + PLACE_DIM; prompt_box as `place_values`); a
+    PlaceError without a view."""
     if view is None:
         raise PlaceError(
             "this head reads the target's base-frame position and needs the camera's calibration "
             "(intrinsics and T_base_camera); none was given"
         )
     ex = np.asarray(extras, dtype=np.float32)
-    return np.concatenate([ex, place_values(ex, states, view, tcp_offset)], axis=1)
+    return np.concatenate([ex, place_values(ex, states, view, tcp_offset, prompt_box)], axis=1)

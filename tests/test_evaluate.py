@@ -287,6 +287,43 @@ def test_place_head_trains_on_recorded_cameras_and_runs_in_eval(
     assert agent.camera.intrinsics.width == 64
 
 
+def test_prompt_place_head_takes_the_target_from_each_episodes_first_box(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--place --place-source prompt`: every frame's place values put the target where the episode's first-frame
+    box (the tracker's prompt) says, and the trained head runs in eval."""
+    from policy.place import normalised_box, place_values
+
+    out = workspace["root"] / "run_place_prompt"
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out), "--place"]
+    assert main([*args, "--place-source", "prompt", "--epochs", "1", *TINY, "--json"]) == 0
+    policy_dir = json.loads(capsys.readouterr().out)["policy_dir"]
+    config, _ = read_checkpoint_info(policy_dir)
+    assert (config.place, config.place_source) == (True, "prompt")
+    cache = find_cache(workspace["data"])
+    plain = episode_arrays(workspace["data"], cache, "joint")
+    placed = episode_arrays(workspace["data"], cache, "joint", place_tcp_offset=TCP_OFFSET, place_source="prompt")
+    dataset = Dataset(workspace["data"])
+    for i, (a, b) in enumerate(zip(plain, placed, strict=True)):
+        view = dataset.episode_meta(i).camera
+        assert view is not None
+        first = dataset.load_episode(i, images=False).target_box[0]
+        prompt = normalised_box(first, view.intrinsics.width, view.intrinsics.height)
+        expected = place_values(a.extras, a.state, view, TCP_OFFSET, prompt)
+        np.testing.assert_allclose(b.extras[:, 7:], expected, atol=1e-6)
+        assert np.ptp(b.extras[:, 7:9], axis=0).max() < 1e-6  # one target position for the whole episode
+    with pytest.raises(ValueError, match="valid: tracked, prompt"):
+        episode_arrays(workspace["data"], cache, "joint", place_tcp_offset=TCP_OFFSET, place_source="grounder")
+    assert main([*args[:-1], "--place-source", "prompt", "--epochs", "1", *TINY]) != 0  # needs --place
+    assert "needs --place" in capsys.readouterr().err
+    agent = load_agent(policy_dir, workspace["tracker"])
+    report = evaluate(
+        agent, small_config(workspace["root"] / "place_prompt_eval", trials=1, occlusion=(0.0,), max_seconds=0.5)
+    )
+    assert report.levels[0].episodes[0].error is None
+    assert agent.prompt_box is not None
+
+
 def test_oracle_masks_run_from_cache_to_eval(
     workspace: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,7 +18,15 @@ from policy.act_config import ACTConfig
 from policy.agent import AgentError, SAM2GraspAgent
 from policy.cache import load_tracker
 from policy.features import parse_feature_spec
-from policy.place import PLACE_DIM, PLACE_HEIGHT_M, PlaceError, place_values, with_place
+from policy.place import (
+    PLACE_DIM,
+    PLACE_HEIGHT_M,
+    PlaceError,
+    check_place_source,
+    normalised_box,
+    place_values,
+    with_place,
+)
 from robot.camera_view import CameraView, CameraViewError
 from robot.intrinsics import D435_COLOUR_640x480, look_at, project
 from robot.kinematics import forward
@@ -83,6 +91,28 @@ def test_place_values_give_the_target_and_its_offset_from_the_tcp() -> None:
         place_values(extras, states[:1], VIEW, TCP_OFFSET)
 
 
+def test_prompt_place_values_hold_the_prompt_boxs_target_whatever_the_tracker_says() -> None:
+    point = np.array([0.48, 0.07, PLACE_HEIGHT_M])
+    u, v = project(point[None], CAMERA_POSITION, look_at(CAMERA_POSITION, CAMERA_TARGET), K320)[0]
+    prompt = normalised_box([u - 12, v - 9, u + 12, v + 9], 320, 240)
+    drifted = np.add(prompt, [0.2, -0.1, 0.2, -0.1])  # the tracker slid onto something else, then lost the target
+    extras = np.array([[2.0, 0.9, *prompt, 0.01], [2.0, 0.9, *drifted, 0.01], [2.0, 0.1, 0, 0, 0, 0, 0.0]])
+    states = np.stack([STATE, np.add(STATE, [0.1, -0.05, 0.05, 0, 0, 0, 0]), STATE])
+    values = place_values(extras, states, VIEW, TCP_OFFSET, prompt)
+    tracked = place_values(extras, states, VIEW, TCP_OFFSET)
+    for row, q in zip(values, states, strict=True):
+        tcp = forward(q[:6].astype(np.float64), TCP_OFFSET)[:3, 3]
+        np.testing.assert_allclose(row, [*point[:2], *(point[:2] - tcp[:2]), tcp[2]], atol=1e-5)
+    assert np.linalg.norm(tracked[1, :2] - point[:2]) > 0.05  # what the tracked source would have said
+    np.testing.assert_allclose(tracked[2, :4], 0.0)
+    with pytest.raises(PlaceError, match="x0 < x1"):
+        normalised_box([50, 40, 50, 60], 320, 240)  # an empty box (a target hidden on the prompt frame)
+    with pytest.raises(PlaceError, match="4 finite fractions"):
+        place_values(extras, states, VIEW, TCP_OFFSET, [0.1, 0.2, np.nan, 0.4])
+    with pytest.raises(PlaceError, match="valid: tracked, prompt"):
+        check_place_source("grounder")
+
+
 @pytest.mark.render
 def test_the_cells_recorded_camera_places_targets_better_than_the_nominal_one() -> None:
     """On rendered scenes, the place value from the first frame's true target box lies within a few cm of the
@@ -128,8 +158,11 @@ def test_head_config_counts_place_values_in_its_extras() -> None:
         ACTConfig(**base, extras_dim=11 + PLACE_DIM, place=True, place_tcp_offset=0.9)  # type: ignore[arg-type]
     # checkpoints written before the option load as heads without place values
     old = ACTConfig(**base, extras_dim=11).to_dict()  # type: ignore[arg-type]
-    del old["place"], old["place_tcp_offset"]
+    del old["place"], old["place_tcp_offset"], old["place_source"]
     assert not ACTConfig.from_dict(old).place
+    assert ACTConfig.from_dict(old).place_source == "tracked"
+    with pytest.raises(ValueError, match="place_source='box'; valid: tracked, prompt"):
+        ACTConfig(**base, extras_dim=11 + PLACE_DIM, place=True, place_source="box")  # type: ignore[arg-type]
 
 
 def test_agent_needs_the_calibration_for_a_place_head_and_uses_it() -> None:
@@ -158,3 +191,31 @@ def test_agent_needs_the_calibration_for_a_place_head_and_uses_it() -> None:
     # a head without place values ignores any camera
     plain = SAM2GraspAgent(tracker, parse_feature_spec("pooled2"), tiny_head())
     assert plain.start(fs[0], BOX, STATE, camera=VIEW)[0].shape == (7,)
+
+
+def test_agent_with_a_prompt_place_head_places_the_target_by_the_prompt_box() -> None:
+    tracker = load_tracker("compact", image_size=64, allow_random=True, seed=0)
+    head = tiny_head(extras_dim=7 + PLACE_DIM, place=True, place_source="prompt")
+    agent = SAM2GraspAgent(tracker, parse_feature_spec("pooled2"), head, camera=VIEW)
+    fs = frames(4)
+    seen: list[np.ndarray] = []
+    original = head.select_action
+
+    def spy(inp):  # type: ignore[no-untyped-def]
+        seen.append(inp.extras.numpy()[0])
+        return original(inp)
+
+    head.select_action = spy  # type: ignore[method-assign]
+    agent.start(fs[0], BOX, STATE)
+    agent.act(fs[1], STATE)
+    moved = STATE + np.array([0.2, -0.1, 0.1, 0, 0, 0, 0], dtype=np.float32)
+    agent.act(fs[2], moved)
+    prompt = normalised_box(BOX, 64, 48)
+    view = VIEW.scaled(64, 48)
+    for extras, state in zip(seen, (STATE, STATE, moved), strict=True):
+        expected = place_values(extras[None, :7], state[None], view, TCP_OFFSET, prompt)[0]
+        np.testing.assert_allclose(extras[7:], expected, atol=1e-5)
+    np.testing.assert_allclose(seen[0][7:9], seen[2][7:9], atol=1e-6)  # the target stays where the prompt put it
+    assert not np.allclose(seen[0][9:], seen[2][9:])  # the offsets follow the arm
+    with pytest.raises(AgentError, match="x0 < x1"):
+        agent.start(fs[0], [10, 10, 10, 20], STATE)
