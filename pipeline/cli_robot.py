@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from pipeline.cli_common import print_json
@@ -13,7 +14,8 @@ RECORD_EXAMPLES = """examples:
   sam2grasp record --robot sim --camera sim --target "red cube" --out data/sim_teach --episodes 3
 
   # the real cell: UR5e at 192.168.1.10 in freedrive, RealSense, prompt box drawn around the target
-  sam2grasp record --robot ur5e --camera realsense --host 192.168.1.10 --box 250,180,330,260 --out data/teach
+  sam2grasp record --robot ur5e --camera realsense --host 192.168.1.10 --box 250,180,330,260 \\
+      --calibration calib/cell.json --out data/teach
 
 keys (type one, then Enter): s start an episode, e end and save it, d discard it, q quit
 """
@@ -41,11 +43,26 @@ def _cmd_record(args: argparse.Namespace) -> int:
     if (args.robot, args.camera) == ("sim", "sim"):
         if box is not None:
             raise ValueError("--box is for the real camera; in the simulated cell name the object with --target")
+        if args.calibration is not None:
+            raise ValueError("--calibration is for the real camera; the simulated cell records its own scene camera")
         cell = SimRecordCell(args.target, args.seed, args.width, args.height, period)
     elif (args.robot, args.camera) == ("ur5e", "realsense"):
         if args.host is None:
             raise ValueError("--robot ur5e needs --host IP (the controller's address)")
-        cell = RealRecordCell(args.host, box, args.target, period, args.tcp_offset, args.width, args.height)
+        calibration = None
+        if args.calibration is not None:
+            from robot.calibration import load_calibration
+
+            calibration = load_calibration(args.calibration)  # CalibrationFileError (a ValueError) names the flaw
+        else:
+            print(
+                "note: no --calibration: episodes carry no camera record, so heads trained with --place cannot "
+                "learn from them",
+                file=sys.stderr,
+            )
+        cell = RealRecordCell(
+            args.host, box, args.target, period, args.tcp_offset, args.width, args.height, calibration
+        )
     else:
         raise ValueError(
             f"--robot {args.robot} with --camera {args.camera} is not a cell; valid: sim+sim, ur5e+realsense"
@@ -81,6 +98,12 @@ def add_robot_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p.add_argument("--fps", type=float, default=20.0, help="samples per second, the policy rate (default 20)")
     p.add_argument("--max-episode-s", type=float, default=120.0, help="an episode is saved at this length (s)")
     p.add_argument("--tcp-offset", type=float, default=0.0, help="metres from the flange to the TCP (ur5e)")
+    p.add_argument(
+        "--calibration",
+        default=None,
+        help="camera-to-base calibration file from `sam2grasp calibrate` (ur5e): opens that camera and is recorded "
+        "with every episode, as heads trained with --place need",
+    )
     p.add_argument("--width", type=int, default=640, help="camera width in pixels (default 640)")
     p.add_argument("--height", type=int, default=480, help="camera height in pixels (default 480)")
     p.add_argument("--seed", type=int, default=0, help="first scene seed (sim)")

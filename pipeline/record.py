@@ -3,8 +3,9 @@ and the cell is sampled at the policy rate into the same dataset layout as simul
 
 Keys (one per line on stdin, or any injected `KeySource`): s start an episode, e end and save it, d discard it,
 q quit (an episode in progress is discarded). The action stored with frame t is the measured state of frame t+1
-(what the hand did next). In the simulated cell the scripted expert plays the hand. Units: seconds, radians,
-metres, pixels.
+(what the hand did next). In the simulated cell the scripted expert plays the hand. Each episode records the
+fixed camera's calibration (intrinsics and `T_base_camera`) when the cell has one (the real cell with
+`--calibration`), which heads trained with place values need. Units: seconds, radians, metres, pixels.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import numpy.typing as npt
 
 from pipeline.dataset.records import Episode, Frame, ObjectRecord
 from pipeline.dataset.writer import DatasetWriter
+from robot.calibration import CameraCalibration
+from robot.camera_view import CameraView
 from robot.kinematics import forward, pose_to_vector
 
 log = logging.getLogger(__name__)
@@ -114,6 +117,10 @@ class RecordCell(Protocol):
         """The episode's outcome label."""
         ...
 
+    def camera_view(self) -> CameraView | None:
+        """The fixed camera's calibration during this episode (None: the cell has none)."""
+        ...
+
     def end(self) -> None:
         """Leave teach mode and release the hardware."""
         ...
@@ -130,7 +137,11 @@ class RecordReport:
 
 
 def _episode(
-    frames: list[Sample], info: tuple[str, str, int, tuple[ObjectRecord, ...]], outcome: str, fps: float
+    frames: list[Sample],
+    info: tuple[str, str, int, tuple[ObjectRecord, ...]],
+    outcome: str,
+    fps: float,
+    camera: CameraView | None,
 ) -> Episode:
     task, target, seed, objects = info
     t0 = frames[0].time_s
@@ -149,7 +160,7 @@ def _episode(
                 timestamp=s.time_s - t0,
             )
         )
-    return Episode(task, target, seed, outcome, fps, objects, tuple(out))
+    return Episode(task, target, seed, outcome, fps, objects, tuple(out), camera=camera)
 
 
 def record(
@@ -196,7 +207,8 @@ def record(
                     frames.append(cell.sample(first=not frames))
                 if info is not None and (key == "e" or len(frames) >= max_episode_s * fps):
                     if frames:
-                        index = writer.add_episode(_episode(frames, info, cell.outcome(), fps))
+                        episode = _episode(frames, info, cell.outcome(), fps, cell.camera_view())
+                        index = writer.add_episode(episode)
                         saved.append(index)
                         n_frames += len(frames)
                         say(f"saved episode {index}: {len(frames)} frames")
@@ -267,6 +279,10 @@ class SimRecordCell:
         """The simulator's verdict on the demonstration, else "demonstration"."""
         return self._outcome
 
+    def camera_view(self) -> CameraView:
+        """This scene's camera (the simulator jitters it per scene)."""
+        return self.env.camera_view()
+
     def end(self) -> None:
         """Teach mode off."""
         self.teach = False
@@ -277,8 +293,10 @@ class RealRecordCell:
     """The real cell: UR5e in freedrive (ur_rtde teach mode), Robotiq 2F-85, RealSense camera.
 
     host: controller IP; box: the prompt box (pixels) stored with each episode's first frame; target: the
-    target's name for the task text; tcp_offset: metres from flange to TCP. Per-frame boxes and masks of real
-    recordings are left empty (zeros): the tracker fills them in when features are cached."""
+    target's name for the task text; tcp_offset: metres from flange to TCP; calibration: the camera's calibration
+    (`sam2grasp calibrate`), which opens that camera by its serial number and is recorded with every episode
+    (None: episodes carry no camera record, and heads with place values cannot learn from them). Per-frame boxes
+    and masks of real recordings are left empty (zeros): the tracker fills them in when features are cached."""
 
     def __init__(
         self,
@@ -289,6 +307,7 @@ class RealRecordCell:
         tcp_offset: float = 0.0,
         width: int = 640,
         height: int = 480,
+        calibration: CameraCalibration | None = None,
     ) -> None:
         from robot.realsense import RealSenseCamera
         from robot.robotiq import RobotiqGripper
@@ -297,8 +316,10 @@ class RealRecordCell:
 
         self.arm = UR5e(UR5eConfig(host=host, tcp_offset=tcp_offset))
         self.gripper = RobotiqGripper(host)
-        self.camera = RealSenseCamera(width=width, height=height)
+        serial = None if calibration is None else calibration.camera_serial
+        self.camera = RealSenseCamera(serial, width=width, height=height)
         self.period_s, self.box, self.target, self.tcp_offset = period_s, box, target, tcp_offset
+        self.calibration = calibration
         self._next = 0.0
 
     def begin(self) -> None:
@@ -335,6 +356,12 @@ class RealRecordCell:
     def outcome(self) -> str:
         """Human demonstrations carry no verdict."""
         return "demonstration"
+
+    def camera_view(self) -> CameraView | None:
+        """The open camera's intrinsics with the calibration's `T_base_camera` (None without a calibration)."""
+        if self.calibration is None:
+            return None
+        return CameraView(self.camera.intrinsics, self.calibration.T_base_camera)
 
     def end(self) -> None:
         """Leave freedrive and release every device, whatever fails on the way."""

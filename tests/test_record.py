@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from pipeline.cli_robot import parse_box
 from pipeline.dataset.check import check_dataset
 from pipeline.dataset.layout import scan_episode_files
 from pipeline.dataset.reader import Dataset
-from pipeline.record import ScriptedKeys, SimRecordCell, StdinKeys, record
+from pipeline.record import RealRecordCell, ScriptedKeys, SimRecordCell, StdinKeys, record
 
 
 def keys(*parts: tuple[str | None, int]) -> ScriptedKeys:
@@ -47,6 +48,32 @@ def test_teach_recording_saves_whole_episodes_and_discards_leave_nothing(tmp_pat
     np.testing.assert_allclose(actions[:-1], states[1:])  # the action is the next measured state
     assert np.abs(states[-1] - states[0]).max() > 0.01  # the hand really moved the arm
     assert any("discarded" in s for s in said)
+    # each episode records its scene's camera (begin set up seed 3, the takes used 4, 5 (discarded) and 6)
+    for index, seed in ((0, 4), (1, 6)):
+        view = ds.episode_meta(index).camera
+        assert view is not None
+        assert (view.intrinsics.width, view.intrinsics.height) == (64, 48)
+        cell.env.reset(seed)
+        np.testing.assert_allclose(view.T_base_camera, cell.env.camera_view().T_base_camera, atol=1e-9)
+
+
+def test_the_real_cell_records_its_calibrated_camera_and_none_without_a_calibration() -> None:
+    from robot.calibration import CameraCalibration
+    from robot.camera_view import CameraView
+    from robot.intrinsics import D435_COLOUR_640x480
+    from robot.sim.scene import CAMERA_POSITION, CAMERA_TARGET
+
+    truth = CameraView.from_look_at(CAMERA_POSITION, CAMERA_TARGET, D435_COLOUR_640x480)
+    calibration = CameraCalibration("123456789012", truth.T_base_camera, 0.3, "2026-11-29T09:00:00+00:00")
+    plain = RealRecordCell("10.0.0.2", (1, 2, 30, 40), "red cup")  # constructing connects to nothing
+    assert plain.camera_view() is None
+    cell = RealRecordCell("10.0.0.2", (1, 2, 30, 40), "red cup", calibration=calibration)
+    assert cell.camera.requested_serial == "123456789012"  # the calibrated camera is the one opened
+    cell.camera = SimpleNamespace(intrinsics=D435_COLOUR_640x480)  # type: ignore[assignment]  # an open RealSense
+    view = cell.camera_view()
+    assert view is not None
+    assert view.intrinsics == D435_COLOUR_640x480
+    np.testing.assert_allclose(view.T_base_camera, truth.T_base_camera)
 
 
 def test_quit_discards_the_episode_in_progress_and_episodes_limit_stops(tmp_path: Path) -> None:
@@ -92,3 +119,12 @@ def test_record_arguments_are_checked(tmp_path: Path, capsys: pytest.CaptureFixt
         parse_box("30,2,1,40")
     with pytest.raises(SystemExit):
         main([*base, "--robot", "sim", "--camera", "sim", "--box", "1,2,3,4", "--target", "red cube"])
+    assert main([*base, "--robot", "sim", "--camera", "sim", "--calibration", str(tmp_path / "c.json")]) == 2
+    assert "simulated cell records its own scene camera" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    real = [*base, "--robot", "ur5e", "--camera", "realsense", "--host", "10.0.0.2", "--calibration", str(bad)]
+    assert main(real) == 2
+    err = capsys.readouterr().err
+    assert "bad.json" in err  # the file is named
+    assert "lacks the field" in err  # and its flaw
