@@ -187,6 +187,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         head["place"] = True
         if args.place_source is not None:
             head["place_source"] = args.place_source
+    if args.action_frame is not None:
+        head["action_frame"] = args.action_frame
     from policy.image_act_config import parse_image_size
 
     config = PolicyTrainConfig(
@@ -439,6 +441,13 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=None,
         help="with --place: the target's position from every frame's tracked box (tracked, default) or from the "
         "box the tracker was prompted with, held for the whole pick (prompt)",
+    )
+    p.add_argument(
+        "--action-frame",
+        choices=["base", "target"],
+        default=None,
+        help="sam2grasp, --action-mode ee: TCP x, y in the robot's base frame (base, default) or relative to the "
+        "target's table position from the prompt box (target; needs --place --place-source prompt)",
     )
     p.add_argument("--dim-model", type=int, default=None, help="head width (default 256)")
     p.add_argument("--heads", type=int, default=None, help="attention heads (default 8)")

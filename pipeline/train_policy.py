@@ -201,6 +201,7 @@ def episode_arrays(
     learn_undone_closes: bool = False,
     place_tcp_offset: float | None = None,
     place_source: str = "tracked",
+    action_frame: str = "base",
 ) -> list[EpisodeArrays]:
     """One `EpisodeArrays` per cached episode: tokens and extras from the cache, state and targets from the
     dataset, and (unless learn_undone_closes) the close labels a demonstration opens again marked to be
@@ -208,11 +209,18 @@ def episode_arrays(
     (`policy.place`) from each episode's recorded camera calibration, the target's position taken from each
     frame's tracked box (place_source "tracked") or from the episode's first-frame target box, which the cache
     prompted the tracker with ("prompt"). CacheError when the cache does not match the dataset; ValueError when
-    an episode has no camera record or no first-frame box and place values are asked for."""
+    an episode has no camera record or no first-frame box and place values are asked for. action_frame "target"
+    (ee mode, prompt place values) makes the targets' TCP x, y relative to the target's table position that the
+    first-frame box places (`ACTConfig.action_frame`)."""
     from pipeline.dataset.reader import Dataset
-    from policy.place import PlaceError, check_place_source, normalised_box, with_place
+    from policy.act_config import ACTION_FRAMES
+    from policy.place import PlaceError, check_place_source, normalised_box, prompt_target, with_place
 
     check_place_source(place_source)
+    if action_frame not in ACTION_FRAMES:
+        raise ValueError(f"action frame {action_frame!r} is not known; valid: {', '.join(ACTION_FRAMES)}")
+    if action_frame == "target" and (action_mode != "ee" or place_tcp_offset is None or place_source != "prompt"):
+        raise ValueError("action frame 'target' needs ee actions and place values from the prompt box")
 
     dataset = Dataset(data)
     problems = cache.verify(data)
@@ -246,6 +254,13 @@ def episode_arrays(
                 except PlaceError as exc:
                     raise ValueError(f"episode {e} of {data}: its first-frame target box: {exc}") from None
             extras = with_place(extras, ep.state, view, place_tcp_offset, prompt)
+            if action_frame == "target" and prompt is not None:
+                try:
+                    anchor = prompt_target(prompt, ep.state[0], view, place_tcp_offset)
+                except PlaceError as exc:
+                    raise ValueError(f"episode {e} of {data}: {exc}") from None
+                target = target.copy()
+                target[:, :2] -= anchor.astype(np.float32)
         out.append(EpisodeArrays(feats.tokens, extras, ep.state, target, ignore))
     if not out:
         raise CacheError(f"cache {cache.path} holds no episodes")
@@ -365,6 +380,7 @@ def train_policy(
         learn_undone_closes=config.learn_undone_closes,
         place_tcp_offset=act_config.place_tcp_offset if act_config.place else None,
         place_source=act_config.place_source,
+        action_frame=act_config.action_frame,
     )
     train, val = split_by_episode(episodes, config.val_fraction, train_cfg.seed)
     result = train_head(train, val, act_config, train_cfg, out, log=log)

@@ -18,6 +18,8 @@ from robot.sim.mjcf import TCP_OFFSET
 
 #: Action modes and what their 7 values are.
 ACTION_MODES: tuple[str, ...] = ("joint", "ee")
+#: Frames an ee-mode head's TCP x, y are predicted in: the robot's base, or the target's position on the table.
+ACTION_FRAMES: tuple[str, ...] = ("base", "target")
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,10 @@ class ACTConfig:
         simulated cell's gripper, whose demonstrations the shipped heads learn from).
     place_source: where those values take the target's image position from: "tracked" (every frame's tracked
         box) or "prompt" (the box the tracker was prompted with, for the whole pick); see `policy.place`.
+    action_frame: "base" (actions as the action mode says) or "target": an ee-mode head predicts the TCP's x and
+        y relative to the target's table position that the prompt box places (metres; needs action_mode "ee",
+        place and place_source "prompt"), so that where the arm goes follows the target by construction and the
+        head learns only the offsets of approach, grasp and lift. The agent adds the position back.
     """
 
     feature_spec: str
@@ -68,6 +74,7 @@ class ACTConfig:
     place: bool = False
     place_tcp_offset: float = TCP_OFFSET
     place_source: str = "tracked"
+    action_frame: str = "base"
 
     def __post_init__(self) -> None:
         try:
@@ -112,6 +119,16 @@ class ACTConfig:
             )
         if self.place_source not in PLACE_SOURCES:
             raise ValueError(f"ACTConfig.place_source={self.place_source!r}; valid: {', '.join(PLACE_SOURCES)}")
+        if self.action_frame not in ACTION_FRAMES:
+            raise ValueError(f"ACTConfig.action_frame={self.action_frame!r}; valid: {', '.join(ACTION_FRAMES)}")
+        if self.action_frame == "target" and (
+            self.action_mode != "ee" or not self.place or self.place_source != "prompt"
+        ):
+            raise ValueError(
+                "ACTConfig.action_frame='target' needs action_mode='ee', place=True and place_source='prompt' "
+                f"(got {self.action_mode!r}, {self.place}, {self.place_source!r}): the target's position comes from "
+                "the prompt box and only TCP positions can be moved by it"
+            )
         off = self.place_tcp_offset
         if isinstance(off, bool) or not (isinstance(off, float | int) and 0.0 <= off <= 0.5):
             raise ValueError(f"ACTConfig.place_tcp_offset must be metres within [0, 0.5], got {off!r}")

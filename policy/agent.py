@@ -19,7 +19,7 @@ import torch
 
 from policy.act import ACTPolicy, PolicyInput
 from policy.features import FeatureSpec, extract, parse_feature_spec
-from policy.place import PlaceError, normalised_box, with_place
+from policy.place import PlaceError, normalised_box, prompt_target, with_place
 from policy.tracker import SAM2Tracker, TrackStep
 from robot.camera_view import CameraView
 
@@ -94,6 +94,8 @@ class SAM2GraspAgent:
         self.last_step: TrackStep | None = None
         #: the prompt box as fractions of the frame (x0, y0, x1, y1), for a head whose place values come from it
         self.prompt_box: npt.NDArray[np.float64] | None = None
+        #: the target's table position (x, y metres) an action_frame="target" head's TCP positions are relative to
+        self.anchor_xy: npt.NDArray[np.float64] | None = None
         #: actions taken from earlier chunks on unseen frames since the last `start`
         self.coasted = 0
 
@@ -135,7 +137,7 @@ class SAM2GraspAgent:
             if coasted is not None:
                 self.last_step = step
                 self.coasted += 1
-                return self._checked(coasted.detach().cpu().numpy(), (self.head.config.action_dim,)), step
+                return self._placed(self._checked(coasted.detach().cpu().numpy(), (self.head.config.action_dim,))), step
         return self._select(step, s), step
 
     # ------------------------------------------------------------------ whole chunks (threaded runtime)
@@ -172,6 +174,15 @@ class SAM2GraspAgent:
                 self.prompt_box = normalised_box(box, rgb.shape[1], rgb.shape[0])
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
+        self.anchor_xy = None
+        if self.head.config.action_frame == "target" and self.prompt_box is not None and self.camera is not None:
+            view = self.camera
+            if (view.intrinsics.width, view.intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
+                view = view.scaled(rgb.shape[1], rgb.shape[0])
+            try:
+                self.anchor_xy = prompt_target(self.prompt_box, s, view, self.head.config.place_tcp_offset)
+            except PlaceError as exc:
+                raise AgentError(str(exc)) from None
         step = self.tracker.start(rgb, box, mask)
         self.head.reset()
         self.coasted = 0
@@ -198,12 +209,22 @@ class SAM2GraspAgent:
 
     def _select(self, step: TrackStep, state: npt.NDArray[np.float32]) -> F64:
         action = self.head.select_action(self._input(step, state))
-        return self._checked(action.detach().cpu().numpy(), (self.head.config.action_dim,))
+        return self._placed(self._checked(action.detach().cpu().numpy(), (self.head.config.action_dim,)))
 
     def _chunk(self, step: TrackStep, state: npt.NDArray[np.float32]) -> F64:
         chunk = self.head.predict_action_chunk(self._input(step, state))[0]
         cfg = self.head.config
-        return self._checked(chunk.detach().cpu().numpy(), (cfg.chunk_size, cfg.action_dim))
+        return self._placed(self._checked(chunk.detach().cpu().numpy(), (cfg.chunk_size, cfg.action_dim)))
+
+    def _placed(self, actions: F64) -> F64:
+        """Actions (..., 7) of a head predicting in the target's frame moved back into the base frame."""
+        if self.head.config.action_frame != "target":
+            return actions
+        if self.anchor_xy is None:
+            raise AgentError("this head predicts relative to the target's position; call start (or start_chunk) first")
+        out = actions.copy()
+        out[..., :2] += self.anchor_xy
+        return out
 
     @staticmethod
     def _checked(values: npt.NDArray[Any], shape: tuple[int, ...]) -> F64:

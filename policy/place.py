@@ -105,6 +105,19 @@ def place_values(
     return np.concatenate([target, delta, tcp[:, 2:3]], axis=1).astype(np.float32)
 
 
+def prompt_target(
+    prompt_box: npt.ArrayLike, state: npt.ArrayLike, view: CameraView, tcp_offset: float
+) -> npt.NDArray[np.float64]:
+    """The target's table position (x, y metres, base frame) that `prompt_box` (fractions of the frame) places; a
+    PlaceError when its ray misses the table plane."""
+    extras = np.zeros((1, _AREA + 1), dtype=np.float64)
+    st = np.asarray(state, dtype=np.float64).reshape(1, -1)
+    xy = place_values(extras, st, view, tcp_offset, prompt_box)[0, :2].astype(np.float64)
+    if not np.any(xy):
+        raise PlaceError(f"the prompt box {np.asarray(prompt_box).tolist()} does not place the target on the table")
+    return xy
+
+
 def with_place(
     extras: npt.ArrayLike,
     states: npt.ArrayLike,

@@ -324,6 +324,45 @@ def test_prompt_place_head_takes_the_target_from_each_episodes_first_box(
     assert agent.prompt_box is not None
 
 
+def test_target_frame_head_learns_offsets_from_the_prompted_target_and_runs_in_eval(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--action-mode ee --place --place-source prompt --action-frame target`: the learned TCP x, y are the ee
+    targets less the target's table position from the first-frame box, and the agent adds it back in eval."""
+    from pipeline.train_policy import ee_targets
+    from policy.place import normalised_box, prompt_target
+
+    out = workspace["root"] / "run_target_frame"
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out), "--place"]
+    args += ["--place-source", "prompt", "--action-mode", "ee", "--action-frame", "target"]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0
+    policy_dir = json.loads(capsys.readouterr().out)["policy_dir"]
+    config, _ = read_checkpoint_info(policy_dir)
+    assert (config.action_mode, config.action_frame) == ("ee", "target")
+    cache = find_cache(workspace["data"])
+    framed = episode_arrays(
+        workspace["data"], cache, "ee", place_tcp_offset=TCP_OFFSET, place_source="prompt", action_frame="target"
+    )
+    dataset = Dataset(workspace["data"])
+    for i, b in enumerate(framed):
+        view = dataset.episode_meta(i).camera
+        assert view is not None
+        ep = dataset.load_episode(i, images=False)
+        prompt = normalised_box(ep.target_box[0], view.intrinsics.width, view.intrinsics.height)
+        anchor = prompt_target(prompt, ep.state[0], view, TCP_OFFSET)
+        absolute = ee_targets(ep.action)
+        np.testing.assert_allclose(b.action[:, :2], absolute[:, :2] - anchor, atol=1e-5)
+        np.testing.assert_allclose(b.action[:, 2:], absolute[:, 2:], atol=1e-6)
+    with pytest.raises(ValueError, match="needs ee actions and place values from the prompt box"):
+        episode_arrays(workspace["data"], cache, "joint", place_tcp_offset=TCP_OFFSET, action_frame="target")
+    agent = load_agent(policy_dir, workspace["tracker"])
+    report = evaluate(
+        agent, small_config(workspace["root"] / "target_frame_eval", trials=1, occlusion=(0.0,), max_seconds=0.5)
+    )
+    assert report.levels[0].episodes[0].error is None
+    assert agent.anchor_xy is not None
+
+
 def test_oracle_masks_run_from_cache_to_eval(
     workspace: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

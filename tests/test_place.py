@@ -163,6 +163,12 @@ def test_head_config_counts_place_values_in_its_extras() -> None:
     assert ACTConfig.from_dict(old).place_source == "tracked"
     with pytest.raises(ValueError, match="place_source='box'; valid: tracked, prompt"):
         ACTConfig(**base, extras_dim=11 + PLACE_DIM, place=True, place_source="box")  # type: ignore[arg-type]
+    placed = {**base, "extras_dim": 11 + PLACE_DIM, "place": True, "place_source": "prompt"}
+    assert ACTConfig(**placed, action_mode="ee", action_frame="target").action_frame == "target"  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="action_frame='target' needs action_mode='ee'"):
+        ACTConfig(**placed, action_frame="target")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="valid: base, target"):
+        ACTConfig(**placed, action_mode="ee", action_frame="object")  # type: ignore[arg-type]
 
 
 def test_agent_needs_the_calibration_for_a_place_head_and_uses_it() -> None:
@@ -219,3 +225,38 @@ def test_agent_with_a_prompt_place_head_places_the_target_by_the_prompt_box() ->
     assert not np.allclose(seen[0][9:], seen[2][9:])  # the offsets follow the arm
     with pytest.raises(AgentError, match="x0 < x1"):
         agent.start(fs[0], [10, 10, 10, 20], STATE)
+
+
+def test_agent_with_a_target_frame_head_moves_its_actions_to_the_prompted_target() -> None:
+    tracker = load_tracker("compact", image_size=64, allow_random=True, seed=0)
+    head = tiny_head(
+        extras_dim=7 + PLACE_DIM, place=True, place_source="prompt", action_mode="ee", action_frame="target"
+    )
+    agent = SAM2GraspAgent(tracker, parse_feature_spec("pooled2"), head, camera=VIEW)
+    fs = frames(3)
+    raw: dict[str, np.ndarray] = {}
+    original_select, original_chunk = head.select_action, head.predict_action_chunk
+
+    def spy_select(inp):  # type: ignore[no-untyped-def]
+        out = original_select(inp)
+        raw["select"] = out.detach().numpy().reshape(-1).copy()
+        return out
+
+    def spy_chunk(inp):  # type: ignore[no-untyped-def]
+        out = original_chunk(inp)
+        raw["chunk"] = out[0].detach().numpy().copy()
+        return out
+
+    head.select_action = spy_select  # type: ignore[method-assign]
+    head.predict_action_chunk = spy_chunk  # type: ignore[method-assign]
+    action, _ = agent.start(fs[0], BOX, STATE)
+    view = VIEW.scaled(64, 48)
+    anchor = place_values(np.zeros((1, 7)), STATE[None], view, TCP_OFFSET, normalised_box(BOX, 64, 48))[0, :2]
+    assert agent.anchor_xy is not None
+    np.testing.assert_allclose(agent.anchor_xy, anchor, atol=1e-9)
+    assert np.linalg.norm(anchor) > 0.2  # a real table position, not the zeros of a missed ray
+    np.testing.assert_allclose(action[:2], raw["select"][:2] + anchor, atol=1e-6)
+    np.testing.assert_allclose(action[2:], raw["select"][2:], atol=1e-6)
+    chunk, _ = agent.chunk(fs[1], STATE)
+    np.testing.assert_allclose(chunk[:, :2], raw["chunk"][:, :2] + anchor, atol=1e-6)
+    np.testing.assert_allclose(chunk[:, 2:], raw["chunk"][:, 2:], atol=1e-6)
