@@ -25,7 +25,7 @@ from pipeline.dataset.video import probe_video
 from pipeline.evaluate import SEED_BASE, EvalConfig, evaluate, run_trial
 from pipeline.train_policy import canonical_rotvec, episode_arrays, find_cache
 from policy.act import ACTPolicy
-from policy.agent import TRACKER_INFO_FILE, load_agent
+from policy.agent import TRACKER_INFO_FILE, SAM2GraspAgent, load_agent
 from policy.cache import build_cache, cache_key, load_tracker
 from policy.checkpoint import load_policy, read_checkpoint_info
 from policy.features import parse_feature_spec
@@ -287,6 +287,14 @@ def test_place_head_trains_on_recorded_cameras_and_runs_in_eval(
     assert agent.camera.intrinsics.width == 64
 
 
+def one_trial(policy_dir: str, workspace: dict[str, Path], name: str) -> SAM2GraspAgent:
+    """Run one short evaluation trial of the policy at `policy_dir`; the agent, which must not have failed."""
+    agent = load_agent(policy_dir, workspace["tracker"])
+    report = evaluate(agent, small_config(workspace["root"] / name, trials=1, occlusion=(0.0,), max_seconds=0.5))
+    assert report.levels[0].episodes[0].error is None
+    return agent
+
+
 def test_prompt_place_head_takes_the_target_from_each_episodes_first_box(
     workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -316,11 +324,7 @@ def test_prompt_place_head_takes_the_target_from_each_episodes_first_box(
         episode_arrays(workspace["data"], cache, "joint", place_tcp_offset=TCP_OFFSET, place_source="grounder")
     assert main([*args[:-1], "--place-source", "prompt", "--epochs", "1", *TINY]) != 0  # needs --place
     assert "needs --place" in capsys.readouterr().err
-    agent = load_agent(policy_dir, workspace["tracker"])
-    report = evaluate(
-        agent, small_config(workspace["root"] / "place_prompt_eval", trials=1, occlusion=(0.0,), max_seconds=0.5)
-    )
-    assert report.levels[0].episodes[0].error is None
+    agent = one_trial(policy_dir, workspace, "place_prompt_eval")
     assert agent.prompt_box is not None
 
 
@@ -355,11 +359,7 @@ def test_target_frame_head_learns_offsets_from_the_prompted_target_and_runs_in_e
         np.testing.assert_allclose(b.action[:, 2:], absolute[:, 2:], atol=1e-6)
     with pytest.raises(ValueError, match="needs ee actions and place values from the prompt box"):
         episode_arrays(workspace["data"], cache, "joint", place_tcp_offset=TCP_OFFSET, action_frame="target")
-    agent = load_agent(policy_dir, workspace["tracker"])
-    report = evaluate(
-        agent, small_config(workspace["root"] / "target_frame_eval", trials=1, occlusion=(0.0,), max_seconds=0.5)
-    )
-    assert report.levels[0].episodes[0].error is None
+    agent = one_trial(policy_dir, workspace, "target_frame_eval")
     assert agent.anchor_xy is not None
 
 

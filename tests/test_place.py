@@ -14,6 +14,7 @@ from test_dataset import FPS, make_episode
 
 from pipeline.dataset.reader import Dataset
 from pipeline.dataset.writer import DatasetWriter
+from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 from policy.agent import AgentError, SAM2GraspAgent
 from policy.cache import load_tracker
@@ -39,6 +40,19 @@ torch.set_num_threads(1)
 
 K320 = D435_COLOUR_640x480.scaled(320, 240)
 VIEW = CameraView.from_look_at(CAMERA_POSITION, CAMERA_TARGET, K320)
+
+
+def spy_extras(head: ACTPolicy) -> list[np.ndarray]:
+    """The extras (E,) of every `select_action` call on `head` from now on, in order."""
+    seen: list[np.ndarray] = []
+    original = head.select_action
+
+    def spy(inp):  # type: ignore[no-untyped-def]
+        seen.append(inp.extras.numpy()[0])
+        return original(inp)
+
+    head.select_action = spy  # type: ignore[method-assign]
+    return seen
 
 
 def test_pixel_rays_meet_the_plane_where_the_points_project_from() -> None:
@@ -181,14 +195,7 @@ def test_agent_needs_the_calibration_for_a_place_head_and_uses_it() -> None:
     action, _ = agent.start(fs[0], BOX, STATE, camera=VIEW)  # a 320x240 calibration scaled to the 64x48 frames
     assert action.shape == (7,)
     assert np.all(np.isfinite(action))
-    seen: list[np.ndarray] = []
-    original = head.select_action
-
-    def spy(inp):  # type: ignore[no-untyped-def]
-        seen.append(inp.extras.numpy()[0])
-        return original(inp)
-
-    head.select_action = spy  # type: ignore[method-assign]
+    seen = spy_extras(head)
     agent.act(fs[1], STATE)
     step = agent.last_step
     assert step is not None
@@ -204,14 +211,7 @@ def test_agent_with_a_prompt_place_head_places_the_target_by_the_prompt_box() ->
     head = tiny_head(extras_dim=7 + PLACE_DIM, place=True, place_source="prompt")
     agent = SAM2GraspAgent(tracker, parse_feature_spec("pooled2"), head, camera=VIEW)
     fs = frames(4)
-    seen: list[np.ndarray] = []
-    original = head.select_action
-
-    def spy(inp):  # type: ignore[no-untyped-def]
-        seen.append(inp.extras.numpy()[0])
-        return original(inp)
-
-    head.select_action = spy  # type: ignore[method-assign]
+    seen = spy_extras(head)
     agent.start(fs[0], BOX, STATE)
     agent.act(fs[1], STATE)
     moved = STATE + np.array([0.2, -0.1, 0.1, 0, 0, 0, 0], dtype=np.float32)
