@@ -26,6 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Run as a script, this file's folder leads sys.path, and bench/grounding.py would hide the `grounding` package.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
