@@ -256,7 +256,7 @@ def episode_arrays(
             extras = with_place(extras, ep.state, view, place_tcp_offset, prompt)
             if action_frame == "target" and prompt is not None:
                 try:
-                    anchor = prompt_target(prompt, ep.state[0], view, place_tcp_offset)
+                    anchor = prompt_target(prompt, view)
                 except PlaceError as exc:
                     raise ValueError(f"episode {e} of {data}: {exc}") from None
                 target = target.copy()

@@ -175,12 +175,10 @@ class SAM2GraspAgent:
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
         self.anchor_xy = None
-        if self.head.config.action_frame == "target" and self.prompt_box is not None and self.camera is not None:
-            view = self.camera
-            if (view.intrinsics.width, view.intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
-                view = view.scaled(rgb.shape[1], rgb.shape[0])
+        view = self._view(rgb.shape[1], rgb.shape[0])
+        if self.head.config.action_frame == "target" and self.prompt_box is not None and view is not None:
             try:
-                self.anchor_xy = prompt_target(self.prompt_box, s, view, self.head.config.place_tcp_offset)
+                self.anchor_xy = prompt_target(self.prompt_box, view)
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
         step = self.tracker.start(rgb, box, mask)
@@ -193,10 +191,8 @@ class SAM2GraspAgent:
         feats = extract(step, self.spec)
         extras = feats.extras
         if self.needs_camera:
-            view = self.camera
             h, w = step.mask.shape
-            if view is not None and (view.intrinsics.width, view.intrinsics.height) != (w, h):
-                view = view.scaled(w, h)
+            view = self._view(w, h)
             cfg = self.head.config
             try:
                 prompt = self.prompt_box if cfg.place_source == "prompt" else None
@@ -206,6 +202,13 @@ class SAM2GraspAgent:
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
         return PolicyInput.from_numpy(feats.tokens, extras, state)
+
+    def _view(self, width: int, height: int) -> CameraView | None:
+        """The camera's calibration for frames of width x height pixels (None without one)."""
+        view = self.camera
+        if view is not None and (view.intrinsics.width, view.intrinsics.height) != (width, height):
+            view = view.scaled(width, height)
+        return view
 
     def _select(self, step: TrackStep, state: npt.NDArray[np.float32]) -> F64:
         action = self.head.select_action(self._input(step, state))

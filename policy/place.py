@@ -87,16 +87,10 @@ def place_values(
         raise PlaceError(f"extras must be (T, E) with E >= {_AREA + 1}, got shape {ex.shape}")
     if st.ndim != 2 or st.shape[0] != ex.shape[0] or st.shape[1] < 6:
         raise PlaceError(f"states must be ({ex.shape[0]}, >= 6) joint angles first, got shape {st.shape}")
-    k = view.intrinsics
     if prompt_box is None:
-        box = ex[:, _BOX]
+        target = _table_xy(ex[:, _BOX], view)
     else:
-        anchor = np.asarray(prompt_box, dtype=np.float64)
-        if anchor.shape != (4,) or not np.all(np.isfinite(anchor)):
-            raise PlaceError(f"prompt_box must be 4 finite fractions of the frame, got {anchor.tolist()}")
-        box = np.broadcast_to(anchor, (len(ex), 4))
-    uv = np.stack([(box[:, 0] + box[:, 2]) * 0.5 * k.width, (box[:, 1] + box[:, 3]) * 0.5 * k.height], axis=1)
-    target = view.pixel_to_plane(uv, PLACE_HEIGHT_M)[:, :2]
+        target = np.broadcast_to(_table_xy(_checked_prompt(prompt_box)[None], view), (len(ex), 2))
     tcp = np.array([forward(q, tcp_offset)[:3, 3] for q in st[:, :6]]).reshape(-1, 3)
     visible = ex[:, _AREA] > 0.0 if prompt_box is None else np.ones(len(ex), dtype=bool)
     seen = visible & np.all(np.isfinite(target), axis=1)
@@ -105,17 +99,28 @@ def place_values(
     return np.concatenate([target, delta, tcp[:, 2:3]], axis=1).astype(np.float32)
 
 
-def prompt_target(
-    prompt_box: npt.ArrayLike, state: npt.ArrayLike, view: CameraView, tcp_offset: float
-) -> npt.NDArray[np.float64]:
+def prompt_target(prompt_box: npt.ArrayLike, view: CameraView) -> npt.NDArray[np.float64]:
     """The target's table position (x, y metres, base frame) that `prompt_box` (fractions of the frame) places; a
     PlaceError when its ray misses the table plane."""
-    extras = np.zeros((1, _AREA + 1), dtype=np.float64)
-    st = np.asarray(state, dtype=np.float64).reshape(1, -1)
-    xy = place_values(extras, st, view, tcp_offset, prompt_box)[0, :2].astype(np.float64)
-    if not np.any(xy):
+    xy: npt.NDArray[np.float64] = _table_xy(_checked_prompt(prompt_box)[None], view)[0]
+    if not np.all(np.isfinite(xy)):
         raise PlaceError(f"the prompt box {np.asarray(prompt_box).tolist()} does not place the target on the table")
     return xy
+
+
+def _checked_prompt(prompt_box: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    box = np.asarray(prompt_box, dtype=np.float64)
+    if box.shape != (4,) or not np.all(np.isfinite(box)):
+        raise PlaceError(f"prompt_box must be 4 finite fractions of the frame, got {box.tolist()}")
+    return box
+
+
+def _table_xy(boxes: npt.NDArray[np.float64], view: CameraView) -> npt.NDArray[np.float64]:
+    """(T, 2) base-frame x, y where the rays through the centres of `boxes` (T, 4; fractions of the frame) meet
+    the plane PLACE_HEIGHT_M above the table; NaN where a ray misses it."""
+    k = view.intrinsics
+    uv = np.stack([(boxes[:, 0] + boxes[:, 2]) * 0.5 * k.width, (boxes[:, 1] + boxes[:, 3]) * 0.5 * k.height], axis=1)
+    return view.pixel_to_plane(uv, PLACE_HEIGHT_M)[:, :2]
 
 
 def with_place(

@@ -353,7 +353,7 @@ def test_target_frame_head_learns_offsets_from_the_prompted_target_and_runs_in_e
         assert view is not None
         ep = dataset.load_episode(i, images=False)
         prompt = normalised_box(ep.target_box[0], view.intrinsics.width, view.intrinsics.height)
-        anchor = prompt_target(prompt, ep.state[0], view, TCP_OFFSET)
+        anchor = prompt_target(prompt, view)
         absolute = ee_targets(ep.action)
         np.testing.assert_allclose(b.action[:, :2], absolute[:, :2] - anchor, atol=1e-5)
         np.testing.assert_allclose(b.action[:, 2:], absolute[:, 2:], atol=1e-6)
