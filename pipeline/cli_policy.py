@@ -164,6 +164,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.train_policy import PolicyTrainConfig, check_policy_name, train_policy
+    from policy.state_lag import StateLag
     from policy.train_head import HeadTrainConfig
 
     check_policy_name(args.policy)  # before anything is read
@@ -202,7 +203,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         learn_undone_closes=args.learn_undone_closes,
     )
     train_cfg = HeadTrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        state_lag=StateLag(args.state_lag, args.state_lag_frames),
     )
     out = Path(args.out or f"runs/{args.policy}")
     report = train_policy(Path(args.data), out, config, train_cfg, log=None if args.json else print)
@@ -448,6 +454,16 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=None,
         help="sam2grasp, --action-mode ee: TCP x, y in the robot's base frame (base, default) or relative to the "
         "target's table position from the prompt box (target; needs --place --place-source prompt)",
+    )
+    p.add_argument(
+        "--state-lag",
+        type=float,
+        default=0.0,
+        help="sam2grasp: share of training samples whose arm state comes from up to --state-lag-frames earlier, "
+        "so that the head learns to reach its targets from arms that lag them (default 0: off)",
+    )
+    p.add_argument(
+        "--state-lag-frames", type=int, default=30, help="largest state lag in frames (default 30, 1.5 s at 20 Hz)"
     )
     p.add_argument("--dim-model", type=int, default=None, help="head width (default 256)")
     p.add_argument("--heads", type=int, default=None, help="attention heads (default 8)")

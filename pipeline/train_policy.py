@@ -353,6 +353,10 @@ def train_policy(
         raise FileNotFoundError(f"dataset {data} does not exist")
     train_cfg = train_cfg or HeadTrainConfig()
     if config.policy != "sam2grasp":
+        if train_cfg.state_lag.active:
+            raise ValueError(
+                f"state lag is implemented for the sam2grasp head only; train {config.policy!r} without it"
+            )
         return _train_baseline(data, out, config, train_cfg, log)
     if config.features is not None:
         from policy.features import parse_feature_spec

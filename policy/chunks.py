@@ -75,9 +75,14 @@ def split_by_episode(
 
 
 class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
-    """Every (episode, t) as a sample; `batch(indices)` gathers many at once, `__getitem__` gives one."""
+    """Every (episode, t) as a sample; `batch(indices)` gathers many at once, `__getitem__` gives one.
 
-    def __init__(self, episodes: Sequence[EpisodeArrays], chunk_size: int):
+    state_extras_from: the first `extras` column computed from the arm's state (the place values,
+    `policy.place`), which a sample with a lagged state (`policy.state_lag`) takes from the same earlier frame as
+    the state; None when no extras depend on the state.
+    """
+
+    def __init__(self, episodes: Sequence[EpisodeArrays], chunk_size: int, state_extras_from: int | None = None):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if not episodes:
@@ -88,7 +93,13 @@ class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
                 a, b = getattr(e, name).shape[1:], getattr(first, name).shape[1:]
                 if a != b:
                     raise ValueError(f"episode {i} has {name} of per-frame shape {a}; episode 0 has {b}")
+        extras_dim = first.extras.shape[1]
+        if state_extras_from is not None and not 0 <= state_extras_from <= extras_dim:
+            raise ValueError(
+                f"state_extras_from must be within 0..{extras_dim} (extras columns), got {state_extras_from}"
+            )
         self.chunk_size = chunk_size
+        self.state_extras_from = state_extras_from
         self.tokens = np.concatenate([e.tokens for e in episodes])
         self.extras = np.concatenate([e.extras for e in episodes]).astype(np.float32)
         self.state = np.concatenate([e.state for e in episodes]).astype(np.float32)
@@ -100,6 +111,7 @@ class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
         ends = np.cumsum(lengths)  # exclusive end of each episode in the flat arrays
         self.episode_of = np.repeat(np.arange(len(episodes)), lengths)
         self._last = (ends - 1)[self.episode_of]  # flat index of each frame's episode's last frame
+        self._first = (ends - lengths)[self.episode_of]  # ... and of its first frame
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -109,18 +121,33 @@ class ChunkDataset(Dataset[tuple[PolicyInput, PolicyTarget]]):
         last = self._last[idx][:, None]
         return np.minimum(raw, last), raw > last
 
-    def batch(self, indices: Sequence[int] | npt.NDArray[np.int64]) -> tuple[PolicyInput, PolicyTarget]:
-        """Samples `indices` stacked: tokens (B, n, C) float32, extras (B, E), state (B, S); actions (B, K, A)."""
+    def batch(
+        self, indices: Sequence[int] | npt.NDArray[np.int64], lags: npt.NDArray[np.int64] | None = None
+    ) -> tuple[PolicyInput, PolicyTarget]:
+        """Samples `indices` stacked: tokens (B, n, C) float32, extras (B, E), state (B, S); actions (B, K, A).
+
+        lags: (len(self),) frames per sample (`policy.state_lag.draw_lags`): a sample with lag d > 0 takes its
+        state, and its extras from `state_extras_from` on, from d frames earlier (clipped at its episode's first
+        frame); its tokens, other extras and actions stay its own.
+        """
         idx = np.asarray(indices, dtype=np.int64)
         if idx.ndim != 1 or len(idx) == 0:
             raise ValueError(f"indices must be a non-empty 1-D sequence, got shape {idx.shape}")
         if idx.min() < 0 or idx.max() >= len(self):
             raise ValueError(f"indices must be within 0..{len(self) - 1}, got {int(idx.min())}..{int(idx.max())}")
         chunk, pad = self._chunk_index(idx)
+        extras = self.extras[idx]
+        source = idx
+        if lags is not None:
+            if lags.shape != (len(self),) or (lags < 0).any():
+                raise ValueError(f"lags must be ({len(self)},) non-negative frame counts, got shape {lags.shape}")
+            source = np.maximum(idx - lags[idx], self._first[idx])
+            if self.state_extras_from is not None:
+                extras[:, self.state_extras_from :] = self.extras[source, self.state_extras_from :]
         inp = PolicyInput(
             tokens=torch.from_numpy(self.tokens[idx].astype(np.float32)),
-            extras=torch.from_numpy(self.extras[idx]),
-            state=torch.from_numpy(self.state[idx]),
+            extras=torch.from_numpy(extras),
+            state=torch.from_numpy(self.state[source]),
         )
         target = PolicyTarget(
             actions=torch.from_numpy(self.action[chunk]),

@@ -37,6 +37,8 @@ from policy.checkpoint import load_policy, save_policy
 from policy.chunks import ChunkDataset, EpisodeArrays
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
+from policy.place import PLACE_DIM
+from policy.state_lag import StateLag, draw_lags
 from policy.train_loop import LoopHooks, StepResult, run_epochs, start_run
 
 # fields whose change makes a resume checkpoint unusable
@@ -44,7 +46,8 @@ from policy.train_loop import LoopHooks, StepResult, run_epochs, start_run
 
 @dataclass(frozen=True)
 class HeadTrainConfig:
-    """Training settings. batch_size is the global batch (divided over DDP ranks)."""
+    """Training settings. batch_size is the global batch (divided over DDP ranks); state_lag: the share of samples
+    given an earlier frame's arm state (`policy.state_lag`; off by default, the SAM2Grasp head only)."""
 
     epochs: int = 50
     batch_size: int = 64
@@ -58,6 +61,7 @@ class HeadTrainConfig:
     checkpoint_every_s: float = 300.0
     checkpoint_every_epochs: int = 1
     device: str = "cpu"
+    state_lag: StateLag = field(default_factory=StateLag)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "val_batch_size", "checkpoint_every_epochs"):
@@ -214,7 +218,8 @@ def train_head(
     device = torch.device(train_cfg.device)
     say: Callable[[str], None] = log if (log is not None and rank == 0) else (lambda _s: None)
 
-    train_data = ChunkDataset(episodes_train, config.chunk_size)
+    state_extras_from = config.extras_dim - PLACE_DIM if config.place else None
+    train_data = ChunkDataset(episodes_train, config.chunk_size, state_extras_from=state_extras_from)
     val_data = ChunkDataset(episodes_val, config.chunk_size) if episodes_val else None
     batches_per_epoch = (len(train_data) // world) // per_rank
     if batches_per_epoch < 1:
@@ -250,8 +255,18 @@ def train_head(
         train_data, num_replicas=world, rank=rank, shuffle=True, seed=train_cfg.seed, drop_last=True
     )
 
-    def forward(indices: Sequence[int], _step: int) -> StepResult:
-        inp, tgt = train_data.batch(list(indices))
+    lag_draws: dict[int, Any] = {}  # epoch -> that epoch's lags (the latest only)
+
+    def lags_at(step: int) -> Any:
+        epoch = step // batches_per_epoch
+        if epoch not in lag_draws:
+            lag_draws.clear()
+            lag_draws[epoch] = draw_lags(train_cfg.state_lag, len(train_data), train_cfg.seed, epoch)
+        return lag_draws[epoch]
+
+    def forward(indices: Sequence[int], step: int) -> StepResult:
+        lags = lags_at(step) if train_cfg.state_lag.active else None
+        inp, tgt = train_data.batch(list(indices), lags)
         count = None
         if distributed:
             n_valid = _all_sum([float(tgt.valid().sum())], world)[0]

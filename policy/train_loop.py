@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -82,7 +82,8 @@ def start_run(
     """The policy, its AdamW optimiser and the progress record of a run in `out`: fresh (`policy` as given), or
     resumed from `out/resume` (weights through `load`, optimiser state, progress) when that checkpoint was
     written for the same model config (`config_name`: `config`), training settings, sample count and count of
-    labels kept out of the loss (`ignored_labels`, `policy.undone_closes`; recorded only when not zero)."""
+    labels kept out of the loss (`ignored_labels`, `policy.undone_closes`; recorded only when not zero) and state
+    lag (`policy.state_lag`; recorded only when on)."""
     fingerprint: dict[str, Any] = {
         config_name: config,
         "train": {k: getattr(train_cfg, k) for k in RESUME_KEYS},
@@ -90,6 +91,8 @@ def start_run(
     }
     if ignored_labels:
         fingerprint["ignored_labels"] = ignored_labels
+    if train_cfg.state_lag.active:
+        fingerprint["state_lag"] = asdict(train_cfg.state_lag)
     progress: dict[str, Any] = {
         "fingerprint": fingerprint,
         "step": 0,
