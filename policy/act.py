@@ -38,11 +38,12 @@ class PolicyInput:
     def from_numpy(
         cls, tokens: npt.NDArray[np.floating], extras: npt.NDArray[np.floating], state: npt.NDArray[np.floating]
     ) -> PolicyInput:
-        """A batch of one from one frame's arrays: tokens (n, C), extras (E,), state (S,)."""
+        """A batch of one from one frame's arrays: tokens (n, C), extras (E,), state (S,); copied, so read-only
+        arrays (memory-mapped caches, Arrow columns) are fine."""
         return cls(
-            tokens=torch.as_tensor(np.asarray(tokens, dtype=np.float32))[None],
-            extras=torch.as_tensor(np.asarray(extras, dtype=np.float32))[None],
-            state=torch.as_tensor(np.asarray(state, dtype=np.float32))[None],
+            tokens=torch.from_numpy(np.array(tokens, dtype=np.float32))[None],
+            extras=torch.from_numpy(np.array(extras, dtype=np.float32))[None],
+            state=torch.from_numpy(np.array(state, dtype=np.float32))[None],
         )
 
     def to(self, device: torch.device | str) -> PolicyInput:

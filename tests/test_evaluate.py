@@ -390,3 +390,40 @@ def test_oracle_masks_run_from_cache_to_eval(
     assert dark.error is None
     assert clear.visible_share == 1.0
     assert dark.visible_share < 1.0  # blacked-out frames carry an empty true mask
+
+
+def test_state_lag_head_trains_runs_in_eval_and_the_wrist_probe_reads_it(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --state-lag` on a prompt-place head records the lag in its resume fingerprint and the head runs in
+    eval; `bench/wrist_probe.py` probes exactly the episodes whose wrist turns at least --min-turn and refuses ee
+    heads."""
+    import importlib.util
+
+    out = workspace["root"] / "run_lag"
+    args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out), "--place"]
+    args += ["--place-source", "prompt", "--state-lag", "0.5", "--state-lag-frames", "3"]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0
+    policy_dir = json.loads(capsys.readouterr().out)["policy_dir"]
+    progress = json.loads((out / "resume" / "progress.json").read_text())
+    assert progress["fingerprint"]["state_lag"] == {"prob": 0.5, "max_frames": 3}
+    one_trial(policy_dir, workspace, "lag_eval")
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "wrist_probe.py"
+    spec = importlib.util.spec_from_file_location("wrist_probe", path)
+    assert spec is not None
+    assert spec.loader is not None
+    probe_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe_mod)
+    dataset = Dataset(workspace["data"])
+    turns = []
+    for i in range(len(dataset)):
+        ep = dataset.load_episode(i, images=False)
+        turns.append(abs(math.degrees(float(ep.action[-1, 5] - ep.state[0, 5]))))
+    min_turn = float(np.median(turns))
+    row = probe_mod.probe(Path(policy_dir), workspace["data"], min_turn)
+    assert row["episodes"] == sum(t >= min_turn for t in turns) > 0
+    assert all(math.isfinite(row[k]) for k in ("start", "half", "half_lagging"))
+    none = probe_mod.probe(Path(policy_dir), workspace["data"], max(turns) + 1.0)
+    assert none["episodes"] == 0
+    assert none["start"] is None
