@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.cli_calibrate import add_calibrate_commands
 from pipeline.cli_common import print_json
 from pipeline.cli_dagger import add_dagger_command
+from pipeline.cli_grasp_yaw import add_grasp_yaw_command
 from pipeline.cli_grounding import add_grounding_commands
 from pipeline.cli_policy import add_policy_commands
 from pipeline.cli_product import add_product_commands
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_policy_commands(sub)
     add_dagger_command(sub)
+    add_grasp_yaw_command(sub)
     add_grounding_commands(sub)
     add_robot_commands(sub)
     add_calibrate_commands(sub)

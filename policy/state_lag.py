@@ -12,6 +12,11 @@ Values computed from the state (the place values' offset of the target from the 
 `policy.place`) are taken from the same earlier frame, so that a lagged sample describes one consistent arm.
 Draws are a function of the training seed and the epoch, so every data-parallel rank and a resumed run see the
 same lags.
+
+Measured (`models/sam2grasp_head.md`): the shipped head, trained with a share of 0.5 and up to 30 frames together
+with takeover episodes, still predicts almost no turn from an arm whose wrist lags (`bench/wrist_probe.py`, the
+same reading as the head before it), so the lag alone does not cure that reliance; the success the two brought
+together is not separated between them.
 """
 
 from __future__ import annotations

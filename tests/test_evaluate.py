@@ -427,3 +427,29 @@ def test_state_lag_head_trains_runs_in_eval_and_the_wrist_probe_reads_it(
     none = probe_mod.probe(Path(policy_dir), workspace["data"], max(turns) + 1.0)
     assert none["episodes"] == 0
     assert none["start"] is None
+
+
+def test_train_grasp_yaw_reads_prompt_frames_of_a_shape_cache(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train-grasp-yaw` refuses a cache without shape moments, and on a '+shape' cache fits one sample per episode
+    whose target shows on its first frame, writing weights that load."""
+    import shutil
+
+    from policy.grasp_yaw import load_grasp_yaw
+
+    data = workspace["root"] / "ds_shape"  # a copy, so the module's dataset keeps its single cache
+    shutil.copytree(workspace["data"], data, ignore=shutil.ignore_patterns("cache"))
+    out = workspace["root"] / "grasp_yaw.safetensors"
+    args = ["train-grasp-yaw", "--data", str(data), "--out", str(out), "--steps", "50", "--threads", "1"]
+    tracker = load_tracker("compact", image_size=64, checkpoint=workspace["tracker"])
+    build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2")), progress=False)
+    assert main(args) == 2
+    assert "has no shape moments" in capsys.readouterr().err
+    build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2+shape")), progress=False)
+    assert main([*args, "--features", "pooled2+shape", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    dataset = Dataset(data)
+    shown = sum(bool(dataset.load_episode(i, images=False).target_visible[0]) for i in range(len(dataset)))
+    assert report["train_samples"] + report["val_samples"] == shown
+    assert load_grasp_yaw(out).config.hidden == 128

@@ -1,0 +1,139 @@
+"""`sam2grasp train-grasp-yaw`: fit the grasp-yaw estimator (`policy.grasp_yaw`) on a cached dataset's prompt frames.
+
+Each episode gives one sample: the inputs from its first frame's cached extras (the tracker's mask on the frame it
+was prompted on, a "+shape" feature spec) and its recorded camera, and the label from its target's recorded pose
+and catalogue shape (symmetry order and grasp axis, as the scripted expert grasps it). A share of the episodes is
+held out, and the report gives, per symmetry order, how far the estimated axis lies from the true one on them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from policy.grasp_yaw import GraspYawConfig, GraspYawError, fit_grasp_yaw, save_grasp_yaw, yaw_inputs
+
+
+@dataclass(frozen=True)
+class GraspYawSamples:
+    """One sample per usable episode: inputs (N, 11), orders (N,), axes (N,) radians, episodes (N,) indices."""
+
+    inputs: npt.NDArray[np.float32]
+    orders: npt.NDArray[np.int64]
+    axes: npt.NDArray[np.float64]
+    episodes: npt.NDArray[np.int64]
+
+
+def target_label(shape: str, quat: tuple[float, float, float, float]) -> tuple[int, float]:
+    """(symmetry order, grasp axis in radians) of a catalogue `shape` standing with orientation `quat` (w, x, y, z)."""
+    from robot.sim.catalogue import SHAPES, Shape, parse_shape
+
+    kind = parse_shape(shape)
+    spec = SHAPES[kind]
+    if spec.yaw_symmetric:
+        return 0, 0.0
+    w, x, y, z = quat
+    yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
+    return (4 if kind == Shape.CUBE else 2), yaw + spec.grasp_axis_yaw
+
+
+def grasp_yaw_samples(data: Path, features: str | None = None) -> GraspYawSamples:
+    """The samples of every cached episode of `data` (its cache of spec `features`, or the only one) whose target
+    is visible on the first frame; a GraspYawError when the spec has no shape moments or nothing is usable."""
+    from pipeline.dataset.reader import Dataset
+    from pipeline.train_policy import find_cache
+
+    cache = find_cache(data, features)
+    if not cache.spec.shape:
+        raise GraspYawError(f"cache {cache.path} ({cache.spec.name}) has no shape moments; cache a '+shape' spec")
+    dataset = Dataset(data)
+    rows: list[tuple[npt.NDArray[np.float32], int, float, int]] = []
+    for e in cache.episodes:
+        meta = dataset.episode_meta(e)
+        if meta.camera is None:
+            raise GraspYawError(f"episode {e} of {data} has no camera record, which the table position needs")
+        record = next((o for o in meta.objects if o.instance == meta.target), None)
+        if record is None:
+            raise GraspYawError(f"episode {e} of {data}: its target {meta.target!r} is not among its objects")
+        try:
+            inputs = yaw_inputs(cache.load(e).extras[0], meta.camera)
+        except GraspYawError:
+            continue  # the target is hidden on the prompt frame: nothing to read
+        order, axis = target_label(record.shape, record.quat)
+        rows.append((inputs, order, axis, e))
+    if len(rows) < 2:
+        raise GraspYawError(f"{data} gives {len(rows)} usable episodes; at least 2 are needed")
+    return GraspYawSamples(
+        inputs=np.stack([r[0] for r in rows]),
+        orders=np.array([r[1] for r in rows], dtype=np.int64),
+        axes=np.array([r[2] for r in rows], dtype=np.float64),
+        episodes=np.array([r[3] for r in rows], dtype=np.int64),
+    )
+
+
+@dataclass(frozen=True)
+class GraspYawTrainReport:
+    """What `train_grasp_yaw` measured: samples, held-out order accuracy, and per symmetry order ("2", "4") the
+    held-out axis error in degrees (median and 90th percentile, modulo the symmetry) and the count."""
+
+    out: Path
+    train_samples: int
+    val_samples: int
+    val_order_accuracy: float | None
+    val_axis_error_deg: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def axis_error(estimate: float, truth: float, order: int) -> float:
+    """Radians between two axes modulo the symmetry period 2π / order (order 2 or 4), within [0, π / order]."""
+    period = 2 * math.pi / order
+    d = (estimate - truth) % period
+    return min(d, period - d)
+
+
+def train_grasp_yaw(
+    data: Path,
+    out: Path,
+    *,
+    features: str | None = None,
+    config: GraspYawConfig | None = None,
+    val_fraction: float = 0.1,
+    steps: int = 3000,
+    seed: int = 0,
+) -> GraspYawTrainReport:
+    """Fit on `data`'s episodes less a held-out share, save to `out` (safetensors), and measure on the held-out."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise GraspYawError(f"val_fraction must be within [0, 1), got {val_fraction}")
+    samples = grasp_yaw_samples(data, features)
+    n = len(samples.orders)
+    order = np.random.default_rng(seed).permutation(n)
+    k = min(n - 1, round(n * val_fraction))
+    val, train = np.sort(order[:k]), np.sort(order[k:])
+    net, fit = fit_grasp_yaw(
+        samples.inputs[train], samples.orders[train], samples.axes[train], config, steps=steps, seed=seed
+    )
+    save_grasp_yaw(out, net)
+    errors: dict[int, list[float]] = {2: [], 4: []}
+    right = 0
+    for i in val:
+        est = net.estimate(samples.inputs[i])
+        truth = int(samples.orders[i])
+        right += est.order == truth
+        if truth in errors:
+            errors[truth].append(math.degrees(axis_error(est.axis(truth), float(samples.axes[i]), truth)))
+    return GraspYawTrainReport(
+        out=out,
+        train_samples=len(train),
+        val_samples=len(val),
+        val_order_accuracy=right / len(val) if len(val) else None,
+        val_axis_error_deg={
+            str(o): {"median": float(np.median(v)), "p90": float(np.percentile(v, 90)), "count": float(len(v))}
+            for o, v in errors.items()
+            if v
+        },
+        seconds=fit.seconds,
+    )

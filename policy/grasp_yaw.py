@@ -1,0 +1,257 @@
+"""The target's grasp axis on the table, read from the prompt frame's mask, in a form a head can follow.
+
+A demonstration's grasp turns the tool to the target's grasp axis — among the axis's symmetric equivalents (a box
+or a cup every half turn, a cube every quarter turn, a ball or a can at any yaw) the one nearest the tool's yaw
+(`robot.sim.expert.nearest_axis_yaw`). As a wrist target that angle jumps by a whole period where the object's yaw
+crosses the midpoint between two equivalent grasps, and a head that regresses it from features blurs the jump into
+no turn at all (`models/sam2grasp_head.md`). Read as a point on a circle instead — (cos nφ, sin nφ) for symmetry
+order n — the axis φ is a smooth function of the mask's orientation moments (`policy.features.shape_moments`), its
+box and the target's table position.
+
+`GraspYawNet` maps those 11 inputs (`yaw_inputs`) to the class of the symmetry order (`ORDERS`: 0 any yaw, 2 half
+turn, 4 quarter turn) and to the axis as (cos 2φ, sin 2φ, cos 4φ, sin 4φ); `GraspYaw.axis` decodes the axis of an
+order, and `turn_to_go` gives the signed turn (radians) from a tool yaw to the nearest equivalent of an axis.
+Angles are radians about the base frame's z axis; positions metres in the base frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from robot.camera_view import CameraView
+
+#: Symmetry orders a grasp axis can have: 0 (any yaw grasps: ball, can), 2 (every half turn), 4 (every quarter turn).
+ORDERS: tuple[int, ...] = (0, 2, 4)
+#: The estimator's inputs, in order: the mask's orientation moments, its box and area as fractions of the frame,
+#: and the base-frame table position (metres) the box's centre places (`policy.place.prompt_target`).
+YAW_INPUT_NAMES: tuple[str, ...] = (
+    "m2_re", "m2_im", "m4_re", "m4_im", "box_x0", "box_y0", "box_x1", "box_y1", "area", "table_x", "table_y",
+)  # fmt: skip
+#: Extras columns (`policy.features.extract` with a "+shape" spec) of the box, the area and the moments.
+_BOX, _AREA, _MOMENTS = slice(2, 6), 6, slice(7, 11)
+_FORMAT = "sam2grasp-grasp-yaw"
+
+
+class GraspYawError(ValueError):
+    """Inputs, labels or a weights file the grasp-yaw estimator cannot use."""
+
+
+@dataclass(frozen=True)
+class GraspYawConfig:
+    """hidden: units per hidden layer (>= 8); layers: hidden layers (1..4)."""
+
+    hidden: int = 128
+    layers: int = 2
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.hidden <= 4096:
+            raise GraspYawError(f"hidden must be within 8..4096 units, got {self.hidden}")
+        if not 1 <= self.layers <= 4:
+            raise GraspYawError(f"layers must be within 1..4, got {self.layers}")
+
+
+def yaw_inputs(extras: npt.ArrayLike, view: CameraView) -> npt.NDArray[np.float32]:
+    """(11,) estimator inputs from one frame's extras (a "+shape" spec: at least 11 values) and its camera; a
+    GraspYawError when the extras hold no shape moments, the mask is empty or its ray misses the table."""
+    from policy.place import PlaceError, prompt_target
+
+    ex = np.asarray(extras, dtype=np.float64)
+    if ex.ndim != 1 or ex.shape[0] < _MOMENTS.stop:
+        raise GraspYawError(
+            f"extras must hold the mask's shape moments (a '+shape' feature spec, >= {_MOMENTS.stop} values), "
+            f"got shape {ex.shape}"
+        )
+    if not ex[_AREA] > 0.0:
+        raise GraspYawError("the mask is empty on this frame: no grasp axis can be read from it")
+    try:
+        xy = prompt_target(ex[_BOX], view)
+    except PlaceError as exc:
+        raise GraspYawError(f"the mask's box does not place the target on the table: {exc}") from exc
+    return np.concatenate([ex[_MOMENTS], ex[_BOX], ex[_AREA : _AREA + 1], xy]).astype(np.float32)
+
+
+def embed_axis(order: int, axis: float) -> npt.NDArray[np.float32]:
+    """The regression target of an axis of symmetry `order`: (cos 2φ, sin 2φ, cos 4φ, sin 4φ) with only the
+    order's own pair set (order 2: the second-order pair; order 4: the fourth-order one, since a quarter-turn
+    symmetry leaves 2φ undefined; order 0: neither) and zeros elsewhere."""
+    if order not in ORDERS:
+        raise GraspYawError(f"symmetry order must be one of {ORDERS}, got {order}")
+    out = np.zeros(4, dtype=np.float32)
+    if order == 2:
+        out[0:2] = (math.cos(2 * axis), math.sin(2 * axis))
+    elif order == 4:
+        out[2:4] = (math.cos(4 * axis), math.sin(4 * axis))
+    return out
+
+
+def turn_to_go(axis: float, order: int, tool_yaw: float) -> float:
+    """Signed turn (radians) from `tool_yaw` to the nearest equivalent of `axis` under symmetry `order`, within
+    [-π/order, π/order); 0 for order 0 (any yaw grasps)."""
+    if order not in ORDERS:
+        raise GraspYawError(f"symmetry order must be one of {ORDERS}, got {order}")
+    if order == 0:
+        return 0.0
+    period = 2 * math.pi / order
+    return (axis - tool_yaw + period / 2) % period - period / 2
+
+
+@dataclass(frozen=True)
+class GraspYaw:
+    """One estimate: order_probs (3,) over `ORDERS`; embedding (4,) (cos 2φ, sin 2φ, cos 4φ, sin 4φ)."""
+
+    order_probs: npt.NDArray[np.float32]
+    embedding: npt.NDArray[np.float32]
+
+    @property
+    def order(self) -> int:
+        """The most likely symmetry order."""
+        return ORDERS[int(np.argmax(self.order_probs))]
+
+    def axis(self, order: int) -> float:
+        """The grasp axis (radians) under symmetry `order` (2 or 4), defined modulo 2π / order."""
+        if order == 2:
+            return 0.5 * math.atan2(float(self.embedding[1]), float(self.embedding[0]))
+        if order == 4:
+            return 0.25 * math.atan2(float(self.embedding[3]), float(self.embedding[2]))
+        raise GraspYawError(f"an axis is defined for symmetry orders 2 and 4, got {order}")
+
+
+class GraspYawNet(nn.Module):
+    """MLP from `YAW_INPUT_NAMES` (normalised by stored statistics) to 3 order logits + the 4-value embedding."""
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
+    def __init__(self, config: GraspYawConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or GraspYawConfig()
+        width, n_in = self.config.hidden, len(YAW_INPUT_NAMES)
+        layers: list[nn.Module] = []
+        for i in range(self.config.layers):
+            layers += [nn.Linear(n_in if i == 0 else width, width), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(width, len(ORDERS) + 4)
+        self.register_buffer("input_mean", torch.zeros(n_in))
+        self.register_buffer("input_std", torch.ones(n_in))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(B, 11) inputs -> (B, 7): order logits (3) then the embedding (4)."""
+        out: torch.Tensor = self.out(self.body((inputs - self.input_mean) / self.input_std))
+        return out
+
+    def estimate(self, inputs: npt.ArrayLike) -> GraspYaw:
+        """The estimate for one (11,) input row; a GraspYawError for another shape or a non-finite value."""
+        x = np.asarray(inputs, dtype=np.float32)
+        if x.shape != (len(YAW_INPUT_NAMES),) or not np.all(np.isfinite(x)):
+            raise GraspYawError(f"inputs must be {len(YAW_INPUT_NAMES)} finite values {YAW_INPUT_NAMES}, got {x}")
+        with torch.no_grad():
+            out = self(torch.from_numpy(x)[None])[0]
+        probs = torch.softmax(out[: len(ORDERS)], dim=0).numpy().astype(np.float32)
+        return GraspYaw(probs, out[len(ORDERS) :].numpy().astype(np.float32))
+
+
+@dataclass(frozen=True)
+class FitReport:
+    """Training of an estimator: samples used, final training loss, seconds."""
+
+    samples: int
+    loss: float
+    seconds: float
+
+
+def fit_grasp_yaw(
+    inputs: npt.ArrayLike,
+    orders: npt.ArrayLike,
+    axes: npt.ArrayLike,
+    config: GraspYawConfig | None = None,
+    *,
+    steps: int = 3000,
+    lr: float = 1e-3,
+    seed: int = 0,
+) -> tuple[GraspYawNet, FitReport]:
+    """Train an estimator on N samples: inputs (N, 11), orders (N,) from `ORDERS`, axes (N,) radians. Full-batch
+    Adam; loss = cross-entropy of the order + squared error of the embedding where the order defines it."""
+    import time
+
+    x = np.asarray(inputs, dtype=np.float32)
+    o = np.asarray(orders)
+    a = np.asarray(axes, dtype=np.float64)
+    n = x.shape[0] if x.ndim == 2 else 0
+    if x.shape != (n, len(YAW_INPUT_NAMES)) or n < 2 or not np.all(np.isfinite(x)):
+        raise GraspYawError(f"inputs must be (N >= 2, {len(YAW_INPUT_NAMES)}) finite values, got shape {x.shape}")
+    if o.shape != (n,) or a.shape != (n,) or not np.all(np.isfinite(a)):
+        raise GraspYawError(f"orders and axes must be ({n},) with finite axes, got {o.shape} and {a.shape}")
+    if steps < 1 or not lr > 0:
+        raise GraspYawError(f"steps must be >= 1 and lr > 0, got {steps} and {lr}")
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    net = GraspYawNet(config)
+    net.input_mean.copy_(torch.from_numpy(x.mean(axis=0)))
+    net.input_std.copy_(torch.from_numpy(x.std(axis=0) + 1e-6))
+    cls = torch.tensor([ORDERS.index(int(v)) if int(v) in ORDERS else -1 for v in o])
+    if (cls < 0).any():
+        raise GraspYawError(f"orders must be from {ORDERS}, got {sorted(set(o.tolist()))}")
+    target = torch.from_numpy(np.stack([embed_axis(int(v), float(y)) for v, y in zip(o, a, strict=True)]))
+    mask = torch.zeros(n, 4)
+    mask[cls == ORDERS.index(2), 0:2] = 1.0
+    mask[cls == ORDERS.index(4), 2:4] = 1.0
+    xt = torch.from_numpy(x)
+    optim = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
+    loss = torch.zeros(())
+    for _ in range(steps):
+        optim.zero_grad()
+        out = net(xt)
+        emb = out[:, len(ORDERS) :]
+        loss = nn.functional.cross_entropy(out[:, : len(ORDERS)], cls) + ((emb - target) ** 2 * mask).sum() / n
+        loss.backward()
+        optim.step()
+    net.eval()
+    return net, FitReport(samples=n, loss=float(loss.detach()), seconds=time.perf_counter() - start)
+
+
+def save_grasp_yaw(path: Path | str, net: GraspYawNet) -> Path:
+    """Weights and config as one safetensors file (the config in its metadata)."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": _FORMAT, "config": json.dumps(asdict(net.config)), "inputs": json.dumps(YAW_INPUT_NAMES)}
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out), metadata=meta)
+    return out
+
+
+def load_grasp_yaw(path: Path | str) -> GraspYawNet:
+    """An estimator saved by `save_grasp_yaw`; a GraspYawError for a missing file, another format, other inputs,
+    or missing or unexpected weights."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    src = Path(path)
+    if not src.is_file():
+        raise GraspYawError(f"no grasp-yaw estimator at {src}")
+    try:
+        with safe_open(str(src), framework="pt") as f:
+            meta = f.metadata() or {}
+        weights = load_file(str(src))
+    except Exception as exc:
+        raise GraspYawError(f"{src} is not a safetensors file: {exc}") from exc
+    if meta.get("format") != _FORMAT:
+        raise GraspYawError(f"{src} is not a grasp-yaw estimator (format {meta.get('format')!r}, expected {_FORMAT!r})")
+    if json.loads(meta.get("inputs", "[]")) != list(YAW_INPUT_NAMES):
+        raise GraspYawError(f"{src} was trained on other inputs ({meta.get('inputs')}); expected {YAW_INPUT_NAMES}")
+    net = GraspYawNet(GraspYawConfig(**json.loads(meta.get("config", "{}"))))
+    expected = set(net.state_dict())
+    missing, unexpected = expected - set(weights), set(weights) - expected
+    if missing or unexpected:
+        raise GraspYawError(f"{src}: missing weights {sorted(missing)}, unexpected {sorted(unexpected)}")
+    net.load_state_dict(weights, strict=True)
+    net.eval()
+    return net
