@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from policy.grasp_yaw import GraspYawConfig, GraspYawError, fit_grasp_yaw, save_grasp_yaw, yaw_inputs
+from policy.grasp_yaw import GraspYawConfig, GraspYawError, fit_grasp_yaw, save_grasp_yaw, turn_to_go, yaw_inputs
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,9 @@ class GraspYawTrainReport:
 
 
 def axis_error(estimate: float, truth: float, order: int) -> float:
-    """Radians between two axes modulo the symmetry period 2π / order (order 2 or 4), within [0, π / order]."""
-    period = 2 * math.pi / order
-    d = (estimate - truth) % period
-    return min(d, period - d)
+    """Radians between two axes modulo the symmetry period 2π / order (order 2 or 4), within [0, π / order]: the
+    size of the turn from one to the nearest equivalent of the other."""
+    return abs(turn_to_go(estimate, order, truth))
 
 
 def train_grasp_yaw(
