@@ -12,7 +12,8 @@ heads run side by side on the same episodes, in one run.
 
 Use demonstrations no head trained on (e.g. `sam2grasp collect --episodes 40 --seed 900000 --noise-prob 0 --out
 data/probe --width 320 --height 240`, cached with the heads' tracker and feature spec). Place heads read each
-episode's recorded camera.
+episode's recorded camera. A head trained with --grasp-yaw reads its own estimator's estimate on each episode's
+cached prompt frame, and its turn values are recomputed from the lagging arm as the agent would compute them.
 
 Usage: python bench/wrist_probe.py --data DIR --policy P [--policy P2 ...] [--min-turn DEG] [--json]
 """
@@ -30,9 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.train_grasp_yaw import grasp_yaw_samples
 from pipeline.train_policy import episode_arrays, find_cache
 from policy.act import PolicyInput
 from policy.checkpoint import load_policy
+from policy.grasp_yaw import YAW_DIM, yaw_values
 
 WRIST = 5  # wrist_3 in the joint-space state and action
 
@@ -45,6 +48,11 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
     if cfg.action_mode != "joint":
         raise ValueError(f"{policy_dir}: the probe reads joint-space heads (wrist_3); this one is {cfg.action_mode!r}")
     cache = find_cache(data, cfg.feature_spec)
+    estimates = None
+    if policy.grasp_yaw is not None:
+        net = policy.grasp_yaw
+        samples = grasp_yaw_samples(data, cache=cache)
+        estimates = {int(e): net.estimate(x) for e, x in zip(samples.episodes, samples.inputs, strict=True)}
     episodes = episode_arrays(
         data,
         cache,
@@ -52,10 +60,11 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
         learn_undone_closes=True,
         place_tcp_offset=cfg.place_tcp_offset if cfg.place else None,
         place_source=cfg.place_source,
+        grasp_yaw=estimates,
     )
     k = cfg.chunk_size - 1
     ratios: dict[str, list[float]] = {"start": [], "half": [], "half_lagging": []}
-    for ep in episodes:
+    for e, ep in enumerate(episodes):
         start = float(ep.state[0, WRIST])
         turn = float(ep.action[-1, WRIST]) - start
         if abs(turn) < math.radians(min_turn_deg):
@@ -69,7 +78,10 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
             ("half", half, ep.state[half]),
             ("half_lagging", half, lagging),
         ):
-            chunk = policy.predict_action_chunk(PolicyInput.from_numpy(ep.tokens[t], ep.extras[t], state))[0].numpy()
+            extras = ep.extras[t].copy()
+            if estimates is not None:  # the turn left, from this (possibly lagging) arm
+                extras[-YAW_DIM:] = yaw_values(estimates.get(e), state[None], cfg.place_tcp_offset)[0]
+            chunk = policy.predict_action_chunk(PolicyInput.from_numpy(ep.tokens[t], extras, state))[0].numpy()
             label = float(ep.action[min(t + k, len(ep) - 1), WRIST]) - start
             ratios[name].append((float(chunk[k, WRIST]) - start) / label)
     n = len(ratios["start"])

@@ -190,6 +190,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             head["place_source"] = args.place_source
     if args.action_frame is not None:
         head["action_frame"] = args.action_frame
+    if args.grasp_yaw:
+        if not args.place:
+            raise ValueError("--grasp-yaw needs --place: the estimator reads the target's table position")
+        head["grasp_yaw"] = True
     from policy.image_act_config import parse_image_size
 
     config = PolicyTrainConfig(
@@ -454,6 +458,13 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=None,
         help="sam2grasp, --action-mode ee: TCP x, y in the robot's base frame (base, default) or relative to the "
         "target's table position from the prompt box (target; needs --place --place-source prompt)",
+    )
+    p.add_argument(
+        "--grasp-yaw",
+        action="store_true",
+        help="sam2grasp, with --place and a '+shape' spec: fit the grasp-yaw estimator on the episodes' prompt "
+        "frames (5-fold out-of-fold estimates for training) and feed the head the estimated grasp axis and the "
+        "wrist turn left to reach it; the estimator is saved with the head",
     )
     p.add_argument(
         "--state-lag",

@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,9 +33,14 @@ import numpy.typing as npt
 from policy.cache_store import MANIFEST, CacheError, FeatureCache
 from policy.chunks import EpisodeArrays
 
+if TYPE_CHECKING:
+    from policy.grasp_yaw import GraspYaw
+
 #: Policies `sam2grasp train --policy` knows: SAM2Grasp and the paper's image baselines.
 POLICIES: tuple[str, ...] = ("sam2grasp", "act", "act-cvae", "act-cvae-condition")
 BUILT_POLICIES: tuple[str, ...] = POLICIES
+#: Folds of the grasp-yaw estimator's cross-fitting for a head trained with grasp_yaw (`pipeline.train_grasp_yaw`).
+GRASP_YAW_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,7 @@ def episode_arrays(
     place_tcp_offset: float | None = None,
     place_source: str = "tracked",
     action_frame: str = "base",
+    grasp_yaw: Mapping[int, GraspYaw] | None = None,
 ) -> list[EpisodeArrays]:
     """One `EpisodeArrays` per cached episode: tokens and extras from the cache, state and targets from the
     dataset, and (unless learn_undone_closes) the close labels a demonstration opens again marked to be
@@ -211,9 +217,12 @@ def episode_arrays(
     prompted the tracker with ("prompt"). CacheError when the cache does not match the dataset; ValueError when
     an episode has no camera record or no first-frame box and place values are asked for. action_frame "target"
     (ee mode, prompt place values) makes the targets' TCP x, y relative to the target's table position that the
-    first-frame box places (`ACTConfig.action_frame`)."""
+    first-frame box places (`ACTConfig.action_frame`). grasp_yaw (with place values): each episode's prompt-frame
+    grasp-yaw estimate, whose values (`policy.grasp_yaw.yaw_values`; zeros for an episode without one) follow the
+    place values."""
     from pipeline.dataset.reader import Dataset
     from policy.act_config import ACTION_FRAMES
+    from policy.grasp_yaw import yaw_values
     from policy.place import PlaceError, check_place_source, normalised_box, prompt_target, with_place
 
     check_place_source(place_source)
@@ -221,6 +230,8 @@ def episode_arrays(
         raise ValueError(f"action frame {action_frame!r} is not known; valid: {', '.join(ACTION_FRAMES)}")
     if action_frame == "target" and (action_mode != "ee" or place_tcp_offset is None or place_source != "prompt"):
         raise ValueError("action frame 'target' needs ee actions and place values from the prompt box")
+    if grasp_yaw is not None and place_tcp_offset is None:
+        raise ValueError("grasp-yaw values follow the place values: give place_tcp_offset with grasp_yaw")
 
     dataset = Dataset(data)
     problems = cache.verify(data)
@@ -254,6 +265,8 @@ def episode_arrays(
                 except PlaceError as exc:
                     raise ValueError(f"episode {e} of {data}: its first-frame target box: {exc}") from None
             extras = with_place(extras, ep.state, view, place_tcp_offset, prompt)
+            if grasp_yaw is not None:
+                extras = np.concatenate([extras, yaw_values(grasp_yaw.get(e), ep.state, place_tcp_offset)], axis=1)
             if action_frame == "target" and prompt is not None:
                 try:
                     anchor = prompt_target(prompt, view)
@@ -294,6 +307,7 @@ class PolicyTrainReport:
     best_val_l1: float | None
     val_l1_mean_baseline: float | None
     seconds: float
+    grasp_yaw: dict[str, Any] | None = None  # the estimator's out-of-fold measurements (`CrossFit.summary`)
 
 
 def _train_baseline(data: Path, out: Path, config: PolicyTrainConfig, train_cfg: Any, log: Any) -> PolicyTrainReport:
@@ -344,6 +358,7 @@ def train_policy(
     from policy.act_config import ACTConfig
     from policy.agent import TRACKER_INFO_FILE
     from policy.chunks import split_by_episode
+    from policy.grasp_yaw import YAW_DIM
     from policy.place import PLACE_DIM
     from policy.train_head import HeadTrainConfig, train_head
 
@@ -369,14 +384,29 @@ def train_policy(
     if fixed:
         raise ValueError(f"head settings {sorted(fixed)} come from the cache and --action-mode; remove them")
     place = head_fields.get("place") is True
+    yaw = head_fields.get("grasp_yaw") is True
     act_config = ACTConfig(
         feature_spec=cache.spec.name,
         token_dim=channels,
         n_tokens=n_tokens,
-        extras_dim=cache.spec.extras_dim + (PLACE_DIM if place else 0),
+        extras_dim=cache.spec.extras_dim + (PLACE_DIM if place else 0) + (YAW_DIM if yaw else 0),
         action_mode=config.action_mode,
         **head_fields,
     )
+    fit = None
+    if act_config.grasp_yaw:
+        from pipeline.train_grasp_yaw import cross_fit, grasp_yaw_samples
+
+        samples = grasp_yaw_samples(data, cache=cache)
+        folds = min(GRASP_YAW_FOLDS, len(samples.orders) // 2)  # every fold's estimator fits >= 2 samples
+        if folds < 2:
+            raise ValueError(
+                f"--grasp-yaw cross-fits its estimator and needs at least 4 episodes whose target the tracker sees "
+                f"on the prompt frame; {data} has {len(samples.orders)}"
+            )
+        fit = cross_fit(samples, folds=folds, seed=train_cfg.seed)
+        if log is not None:
+            log(f"grasp-yaw estimator: {json.dumps(fit.summary())}")
     episodes = episode_arrays(
         data,
         cache,
@@ -385,9 +415,10 @@ def train_policy(
         place_tcp_offset=act_config.place_tcp_offset if act_config.place else None,
         place_source=act_config.place_source,
         action_frame=act_config.action_frame,
+        grasp_yaw=None if fit is None else fit.estimates,
     )
     train, val = split_by_episode(episodes, config.val_fraction, train_cfg.seed)
-    result = train_head(train, val, act_config, train_cfg, out, log=log)
+    result = train_head(train, val, act_config, train_cfg, out, log=log, grasp_yaw=None if fit is None else fit.final)
     tracker_record = {**asdict(cache.key), "cache": str(cache.path), "cache_key": cache.key.digest}
     for d in (result.policy_dir, result.best_dir):
         if d is not None and d.is_dir():
@@ -401,6 +432,7 @@ def train_policy(
         train,
         start,
         ACTPolicy(act_config).num_parameters(),
+        None if fit is None else fit.summary(),
     )
 
 
@@ -413,6 +445,7 @@ def _report(
     train: Sequence[Sized],
     start: float,
     parameters: int,
+    grasp_yaw: dict[str, Any] | None = None,
 ) -> PolicyTrainReport:
     """The report of a finished run: source (cache path or "", input name), split (train, held-out episodes),
     `start` the run's time.perf_counter() at its beginning."""
@@ -436,4 +469,5 @@ def _report(
         best_val_l1=result.best_val_l1,
         val_l1_mean_baseline=result.val_l1_mean_baseline,
         seconds=time.perf_counter() - start,
+        grasp_yaw=grasp_yaw,
     )

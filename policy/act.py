@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from policy.act_config import ACTConfig
+from policy.grasp_yaw import GraspYawNet
 from policy.normalize import Normalizer
 
 
@@ -239,6 +240,11 @@ class ACTPolicy(nn.Module):
             config.state_dim, config.extras_dim, config.action_dim, config.token_dim, config.normalize_tokens
         )
         self.model = ACTModel(config)
+        # the prompt-frame grasp-yaw estimator whose estimates the extras carry (config.grasp_yaw): fitted before
+        # the head, frozen, saved and loaded with it so that a head never meets another estimator's values
+        self.grasp_yaw: GraspYawNet | None = None
+        if config.grasp_yaw:
+            self.grasp_yaw = GraspYawNet().requires_grad_(False)
         self._queue: deque[torch.Tensor] = deque()
         self._chunks: list[tuple[int, torch.Tensor]] = []
         self._step = 0
@@ -387,4 +393,5 @@ class ACTPolicy(nn.Module):
         return temporal_ensemble(preds, m)
 
     def num_parameters(self) -> int:
+        """Parameters of the head's network (the frozen grasp-yaw estimator not counted)."""
         return sum(p.numel() for p in self.model.parameters())

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from policy.features import parse_feature_spec
+from policy.grasp_yaw import YAW_DIM
 from policy.place import PLACE_DIM, PLACE_SOURCES
 from robot.sim.mjcf import TCP_OFFSET
 
@@ -48,6 +49,10 @@ class ACTConfig:
         y relative to the target's table position that the prompt box places (metres; needs action_mode "ee",
         place and place_source "prompt"), so that where the arm goes follows the target by construction and the
         head learns only the offsets of approach, grasp and lift. The agent adds the position back.
+    grasp_yaw: the extras end (after the place values) with the target's grasp axis estimated on the prompt frame
+        and the wrist turn left to reach it (`policy.grasp_yaw.yaw_values`, YAW_DIM more values); the policy then
+        holds the estimator's weights (`ACTPolicy.grasp_yaw`). Needs place (the estimator reads the target's table
+        position) and a "+shape" feature spec (it reads the mask's orientation moments).
     """
 
     feature_spec: str
@@ -75,6 +80,7 @@ class ACTConfig:
     place_tcp_offset: float = TCP_OFFSET
     place_source: str = "tracked"
     action_frame: str = "base"
+    grasp_yaw: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -107,12 +113,18 @@ class ACTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ACTConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ("use_vae", "normalize_tokens", "place"):
+        for name in ("use_vae", "normalize_tokens", "place", "grasp_yaw"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ACTConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        expected = spec.extras_dim + (PLACE_DIM if self.place else 0)
+        if self.grasp_yaw and (not self.place or not spec.shape):
+            raise ValueError(
+                f"ACTConfig.grasp_yaw needs place=True and a '+shape' feature spec (got place={self.place}, "
+                f"{self.feature_spec!r}): the estimator reads the target's table position and the mask's moments"
+            )
+        expected = spec.extras_dim + (PLACE_DIM if self.place else 0) + (YAW_DIM if self.grasp_yaw else 0)
         if self.extras_dim != expected:
             with_place = f" plus {PLACE_DIM} place values" if self.place else ""
+            with_place += f" plus {YAW_DIM} grasp-yaw values" if self.grasp_yaw else ""
             raise ValueError(
                 f"ACTConfig.extras_dim={self.extras_dim} does not match feature spec {self.feature_spec!r}"
                 f"{with_place}, which gives {expected} extras per frame"

@@ -19,6 +19,7 @@ import torch
 
 from policy.act import ACTPolicy, PolicyInput
 from policy.features import FeatureSpec, extract, parse_feature_spec
+from policy.grasp_yaw import GraspYaw, GraspYawError, yaw_inputs, yaw_values
 from policy.place import PlaceError, normalised_box, prompt_target, with_place
 from policy.tracker import SAM2Tracker, TrackStep
 from robot.camera_view import CameraView
@@ -98,6 +99,8 @@ class SAM2GraspAgent:
         self.anchor_xy: npt.NDArray[np.float64] | None = None
         #: actions taken from earlier chunks on unseen frames since the last `start`
         self.coasted = 0
+        #: the prompt frame's grasp-yaw estimate, for a head that reads one (`ACTConfig.grasp_yaw`)
+        self.grasp_yaw: GraspYaw | None = None
 
     @property
     def action_mode(self) -> str:
@@ -182,6 +185,7 @@ class SAM2GraspAgent:
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
         step = self.tracker.start(rgb, box, mask)
+        self.grasp_yaw = self._estimate_grasp_yaw(step, view)
         self.head.reset()
         self.coasted = 0
         return step, s
@@ -201,7 +205,20 @@ class SAM2GraspAgent:
                 extras = with_place(extras[None], state[None], view, cfg.place_tcp_offset, prompt)[0]
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
+            if cfg.grasp_yaw:
+                extras = np.concatenate([extras, yaw_values(self.grasp_yaw, state[None], cfg.place_tcp_offset)[0]])
         return PolicyInput.from_numpy(feats.tokens, extras, state)
+
+    def _estimate_grasp_yaw(self, step: TrackStep, view: CameraView | None) -> GraspYaw | None:
+        """The head's estimator's grasp-yaw estimate on the prompt frame's step (None for a head without one, or
+        when the target's mask is empty there: the head then reads zeros, as it learned for such episodes)."""
+        net = self.head.grasp_yaw
+        if net is None or view is None:
+            return None
+        try:
+            return net.estimate(yaw_inputs(extract(step, self.spec).extras, view))
+        except GraspYawError:
+            return None
 
     def _view(self, width: int, height: int) -> CameraView | None:
         """The camera's calibration for frames of width x height pixels (None without one)."""

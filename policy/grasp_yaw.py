@@ -11,6 +11,13 @@ box and the target's table position.
 `GraspYawNet` maps those 11 inputs (`yaw_inputs`) to the class of the symmetry order (`ORDERS`: 0 any yaw, 2 half
 turn, 4 quarter turn) and to the axis as (cos 2φ, sin 2φ, cos 4φ, sin 4φ); `GraspYaw.axis` decodes the axis of an
 order, and `turn_to_go` gives the signed turn (radians) from a tool yaw to the nearest equivalent of an axis.
+
+A head trained with `ACTConfig.grasp_yaw` reads one estimate per pick, made on the prompt frame, as `YAW_DIM`
+extras per frame (`yaw_values`): the three order probabilities, and the turns from the tool's current yaw (by
+forward kinematics of the arm's state) to the nearest equivalent of the estimated axis under a half-turn and a
+quarter-turn symmetry. The turns follow the arm as it turns, so the head is told at every frame how much turn is
+left rather than having to infer it from its features. Without an estimate (the target hidden on the prompt
+frame) all five are 0.
 Angles are radians about the base frame's z axis; positions metres in the base frame.
 """
 
@@ -38,6 +45,9 @@ YAW_INPUT_NAMES: tuple[str, ...] = (
 #: Extras columns (`policy.features.extract` with a "+shape" spec) of the box, the area and the moments.
 _BOX, _AREA, _MOMENTS = slice(2, 6), 6, slice(7, 11)
 _FORMAT = "sam2grasp-grasp-yaw"
+#: Values `yaw_values` adds to each frame's extras, in order (probabilities, then turns in radians).
+YAW_VALUE_NAMES: tuple[str, ...] = ("p_any_yaw", "p_half_turn", "p_quarter_turn", "turn_half", "turn_quarter")
+YAW_DIM = len(YAW_VALUE_NAMES)
 
 
 class GraspYawError(ValueError):
@@ -153,9 +163,32 @@ class GraspYawNet(nn.Module):
         if x.shape != (len(YAW_INPUT_NAMES),) or not np.all(np.isfinite(x)):
             raise GraspYawError(f"inputs must be {len(YAW_INPUT_NAMES)} finite values {YAW_INPUT_NAMES}, got {x}")
         with torch.no_grad():
-            out = self(torch.from_numpy(x)[None])[0]
+            out = self(torch.from_numpy(x)[None].to(self.input_mean.device))[0].cpu()
         probs = torch.softmax(out[: len(ORDERS)], dim=0).numpy().astype(np.float32)
         return GraspYaw(probs, out[len(ORDERS) :].numpy().astype(np.float32))
+
+
+def yaw_values(estimate: GraspYaw | None, states: npt.ArrayLike, tcp_offset: float) -> npt.NDArray[np.float32]:
+    """(T, YAW_DIM) extras of T frames (`YAW_VALUE_NAMES`) for one pick's `estimate` (None: zeros, no estimate).
+
+    states: (T, >= 6) joint angles in radians first; tcp_offset: metres from the flange to the TCP along the
+    flange z axis.
+    """
+    from robot.kinematics import forward, tool_yaw
+
+    st = np.asarray(states, dtype=np.float64)
+    if st.ndim != 2 or st.shape[1] < 6:
+        raise GraspYawError(f"states must be (T, >= 6) joint angles first, got shape {st.shape}")
+    out = np.zeros((st.shape[0], YAW_DIM), dtype=np.float32)
+    if estimate is None:
+        return out
+    half, quarter = estimate.axis(2), estimate.axis(4)
+    out[:, 0:3] = estimate.order_probs
+    for t, q in enumerate(st[:, :6]):
+        yaw = tool_yaw(forward(q, tcp_offset)[:3, :3])
+        out[t, 3] = turn_to_go(half, 2, yaw)
+        out[t, 4] = turn_to_go(quarter, 4, yaw)
+    return out
 
 
 @dataclass(frozen=True)

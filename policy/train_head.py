@@ -35,6 +35,7 @@ from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 from policy.checkpoint import load_policy, save_policy
 from policy.chunks import ChunkDataset, EpisodeArrays
+from policy.grasp_yaw import YAW_DIM, GraspYawNet
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
 from policy.place import PLACE_DIM
@@ -203,12 +204,19 @@ def train_head(
     *,
     stop_after_steps: int | None = None,
     log: Callable[[str], None] | None = print,
+    grasp_yaw: GraspYawNet | None = None,
 ) -> TrainReport:
     """Train (or resume training of) an ACT head; see the module docstring for files and DDP.
 
     stop_after_steps: stop once the global step reaches this count (a resume checkpoint is written), e.g. to
-    time-box a run; a later call continues from there.
+    time-box a run; a later call continues from there. grasp_yaw: the fitted estimator whose estimates the
+    episodes' extras carry (required when config.grasp_yaw; saved with the head, never trained by it).
     """
+    if config.grasp_yaw != (grasp_yaw is not None):
+        raise ValueError(
+            "a head with grasp_yaw=True needs the fitted grasp-yaw estimator its extras came from (grasp_yaw=...), "
+            "and one without takes none"
+        )
     out = Path(out_dir)
     distributed = dist.is_available() and dist.is_initialized()
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
@@ -218,7 +226,8 @@ def train_head(
     device = torch.device(train_cfg.device)
     say: Callable[[str], None] = log if (log is not None and rank == 0) else (lambda _s: None)
 
-    state_extras_from = config.extras_dim - PLACE_DIM if config.place else None
+    # the place values, and the grasp-yaw values after them, are computed from the arm's state
+    state_extras_from = config.extras_dim - PLACE_DIM - (YAW_DIM if config.grasp_yaw else 0) if config.place else None
     train_data = ChunkDataset(episodes_train, config.chunk_size, state_extras_from=state_extras_from)
     val_data = ChunkDataset(episodes_val, config.chunk_size) if episodes_val else None
     batches_per_epoch = (len(train_data) // world) // per_rank
@@ -228,6 +237,8 @@ def train_head(
     torch.manual_seed(train_cfg.seed)
     fresh = ACTPolicy(config)
     fresh.normalizer.set_stats(compute_stats(episodes_train))
+    if fresh.grasp_yaw is not None and grasp_yaw is not None:
+        fresh.grasp_yaw.load_state_dict(grasp_yaw.state_dict(), strict=True)
     policy, optim, progress = start_run(
         out,
         "act_config",
@@ -239,6 +250,13 @@ def train_head(
         say,
         ignored_labels=int(train_data.ignore.sum()),
     )
+    if policy.grasp_yaw is not None and grasp_yaw is not None:
+        kept, given = policy.grasp_yaw.state_dict(), grasp_yaw.state_dict()
+        if any(not torch.equal(kept[k].cpu(), given[k].cpu()) for k in kept):
+            raise ValueError(
+                f"{out} was started with another grasp-yaw estimator than the one fitted now (other data or "
+                "settings): its extras would change under the head; train into a new directory"
+            )
     net: torch.nn.Module = policy
     if distributed:
         ids = (

@@ -180,6 +180,13 @@ def matrix_to_axis_angle(rot: FloatArray) -> FloatArray:
     return rotation_error(np.eye(3), rot)
 
 
+def tool_yaw(rot: npt.ArrayLike) -> float:
+    """Yaw (radians about the base z axis) of the finger (y) axis of a tool rotation `rot` (3x3), as the table
+    plane sees it."""
+    r = np.asarray(rot, dtype=np.float64)
+    return float(np.arctan2(r[1, 1], r[0, 1]))
+
+
 def pose_to_vector(pose: FloatArray) -> FloatArray:
     """4x4 transform to (x, y, z, rx, ry, rz): metres and axis-angle radians."""
     return np.concatenate([pose[:3, 3], matrix_to_axis_angle(pose[:3, :3])])

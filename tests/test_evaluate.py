@@ -287,6 +287,19 @@ def test_place_head_trains_on_recorded_cameras_and_runs_in_eval(
     assert agent.camera.intrinsics.width == 64
 
 
+def wrist_probe() -> Any:
+    """`bench/wrist_probe.py` as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "wrist_probe.py"
+    spec = importlib.util.spec_from_file_location("wrist_probe", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def one_trial(policy_dir: str, workspace: dict[str, Path], name: str) -> SAM2GraspAgent:
     """Run one short evaluation trial of the policy at `policy_dir`; the agent, which must not have failed."""
     agent = load_agent(policy_dir, workspace["tracker"])
@@ -398,8 +411,6 @@ def test_state_lag_head_trains_runs_in_eval_and_the_wrist_probe_reads_it(
     """`train --state-lag` on a prompt-place head records the lag in its resume fingerprint and the head runs in
     eval; `bench/wrist_probe.py` probes exactly the episodes whose wrist turns at least --min-turn and refuses ee
     heads."""
-    import importlib.util
-
     out = workspace["root"] / "run_lag"
     args = ["train", "--policy", "sam2grasp", "--data", str(workspace["data"]), "--out", str(out), "--place"]
     args += ["--place-source", "prompt", "--state-lag", "0.5", "--state-lag-frames", "3"]
@@ -409,12 +420,7 @@ def test_state_lag_head_trains_runs_in_eval_and_the_wrist_probe_reads_it(
     assert progress["fingerprint"]["state_lag"] == {"prob": 0.5, "max_frames": 3}
     one_trial(policy_dir, workspace, "lag_eval")
 
-    path = Path(__file__).resolve().parents[1] / "bench" / "wrist_probe.py"
-    spec = importlib.util.spec_from_file_location("wrist_probe", path)
-    assert spec is not None
-    assert spec.loader is not None
-    probe_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe_mod)
+    probe_mod = wrist_probe()
     dataset = Dataset(workspace["data"])
     turns = []
     for i in range(len(dataset)):
@@ -453,3 +459,84 @@ def test_train_grasp_yaw_reads_prompt_frames_of_a_shape_cache(
     shown = sum(bool(dataset.load_episode(i, images=False).target_visible[0]) for i in range(len(dataset)))
     assert report["train_samples"] + report["val_samples"] == shown
     assert load_grasp_yaw(out).config.hidden == 128
+
+
+def test_grasp_yaw_head_trains_on_out_of_fold_estimates_and_the_agent_estimates_as_training_did(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --place --place-source prompt --grasp-yaw` on a 4-episode '+shape' cache: the extras end with the
+    yaw values of each episode's out-of-fold estimate, the head holds the estimator fitted on all episodes, and the
+    agent estimates on its prompt frame what that estimator gives for the cached prompt frame, feeds the values
+    from its own arm state, and runs in eval. Fewer than 4 usable episodes, or no --place, is refused."""
+    from pipeline.collect import CollectConfig, collect
+    from pipeline.train_grasp_yaw import cross_fit, grasp_yaw_samples
+    from policy.features import extract
+    from policy.grasp_yaw import YAW_DIM, yaw_inputs, yaw_values
+
+    data = workspace["root"] / "ds_yaw"
+    cell = CellConfig(image_width=64, image_height=48, scene=SceneRequest(n_objects=(3, 3)))
+    collect(CollectConfig(out=data, episodes=4, seed=20, cell=cell), progress=False)
+    tracker = load_tracker("compact", image_size=64, checkpoint=workspace["tracker"])
+    build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2+shape")), progress=False)
+    out = workspace["root"] / "run_yaw"
+    args = ["train", "--policy", "sam2grasp", "--data", str(data), "--out", str(out), "--place"]
+    args += ["--place-source", "prompt", "--epochs", "1", *TINY]
+    assert main([*args[:7], "--epochs", "1", *TINY, "--grasp-yaw"]) != 0  # without --place
+    assert "--grasp-yaw needs --place" in capsys.readouterr().err
+    assert main([*args, "--grasp-yaw", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cache = find_cache(data)
+    samples = grasp_yaw_samples(data, cache=cache)
+    if len(samples.orders) < 4:
+        pytest.skip("the random tracker saw fewer than 4 prompt-frame targets")  # pragma: no cover
+    assert report["grasp_yaw"]["samples"] == len(samples.orders)
+    assert report["grasp_yaw"]["folds"] == 2
+    fit = cross_fit(samples, folds=2, seed=0)  # as train did: the run's seed, 2 folds for 4 samples
+    config, _ = read_checkpoint_info(report["policy_dir"])
+    assert config.grasp_yaw
+    head = load_policy(report["policy_dir"])
+    assert head.grasp_yaw is not None
+    for k, v in fit.final.state_dict().items():
+        assert torch.equal(head.grasp_yaw.state_dict()[k], v), k
+
+    arrays = episode_arrays(data, cache, "joint", place_tcp_offset=TCP_OFFSET, place_source="prompt")
+    yawed = episode_arrays(
+        data, cache, "joint", place_tcp_offset=TCP_OFFSET, place_source="prompt", grasp_yaw=fit.estimates
+    )
+    for e, (a, b) in enumerate(zip(arrays, yawed, strict=True)):
+        np.testing.assert_array_equal(b.extras[:, :-YAW_DIM], a.extras)
+        np.testing.assert_allclose(b.extras[:, -YAW_DIM:], yaw_values(fit.estimates.get(e), a.state, TCP_OFFSET))
+    with pytest.raises(ValueError, match="give place_tcp_offset with grasp_yaw"):
+        episode_arrays(data, cache, "joint", grasp_yaw=fit.estimates)
+
+    agent = load_agent(report["policy_dir"], workspace["tracker"])
+    dataset = Dataset(data)
+    e = int(samples.episodes[0])
+    ep = dataset.load_episode(e)
+    view = dataset.episode_meta(e).camera
+    assert ep.rgb is not None
+    assert view is not None
+    _, step = agent.start(ep.rgb[0], ep.target_box[0], ep.state[0], camera=view)
+    assert agent.grasp_yaw is not None
+    live = head.grasp_yaw.estimate(yaw_inputs(extract(step, agent.spec).extras, view))
+    np.testing.assert_allclose(agent.grasp_yaw.embedding, live.embedding, atol=1e-6)
+    cached = head.grasp_yaw.estimate(samples.inputs[0])  # the cache's float16 prompt frame of the same episode
+    np.testing.assert_allclose(agent.grasp_yaw.embedding, cached.embedding, atol=0.05)
+    inp = agent._input(step, ep.state[0])
+    expected = yaw_values(agent.grasp_yaw, ep.state[:1], TCP_OFFSET)[0]
+    np.testing.assert_allclose(inp.extras.numpy()[0, -YAW_DIM:], expected, atol=1e-6)
+
+    few = workspace["root"] / "ds_yaw_few"  # the module's 2-episode dataset, with a '+shape' cache
+    import shutil
+
+    shutil.copytree(workspace["data"], few, ignore=shutil.ignore_patterns("cache"))
+    build_cache(few, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2+shape")), progress=False)
+    few_args = ["train", "--policy", "sam2grasp", "--data", str(few), "--out", str(workspace["root"] / "run_few")]
+    assert main([*few_args, "--place", "--grasp-yaw", "--epochs", "1", *TINY]) != 0
+    assert "needs at least 4 episodes" in capsys.readouterr().err
+    one_trial(report["policy_dir"], workspace, "yaw_eval")
+
+    probe_mod = wrist_probe()
+    row = probe_mod.probe(Path(report["policy_dir"]), data, 0.0)  # the head's own estimator on each prompt frame
+    assert row["episodes"] > 0
+    assert all(math.isfinite(row[k]) for k in ("start", "half", "half_lagging"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +14,10 @@ import torch
 from pipeline.train_grasp_yaw import axis_error, target_label
 from policy.grasp_yaw import (
     ORDERS,
+    YAW_DIM,
     YAW_INPUT_NAMES,
+    YAW_VALUE_NAMES,
+    GraspYaw,
     GraspYawConfig,
     GraspYawError,
     GraspYawNet,
@@ -22,6 +26,7 @@ from policy.grasp_yaw import (
     load_grasp_yaw,
     save_grasp_yaw,
     turn_to_go,
+    yaw_values,
 )
 
 torch.set_num_threads(1)
@@ -47,10 +52,10 @@ def test_turn_to_go_is_the_shortest_turn_to_an_equivalent_axis() -> None:
 
 def test_labels_match_the_scripted_expert_on_simulated_scenes() -> None:
     from pipeline.collect import object_records
-    from robot.kinematics import forward
+    from robot.kinematics import forward, tool_yaw
     from robot.sim.config import CellConfig
     from robot.sim.env import PickEnv
-    from robot.sim.expert import nearest_axis_yaw, tool_yaw
+    from robot.sim.expert import nearest_axis_yaw
     from robot.sim.mjcf import TCP_OFFSET
 
     env = PickEnv(CellConfig(render=False, depth=False))
@@ -141,3 +146,111 @@ def test_bad_inputs_and_files_are_clear_errors(tmp_path: Path) -> None:
     save_file(weights, str(tmp_path / "extra.safetensors"), metadata=meta)
     with pytest.raises(GraspYawError, match="unexpected \\['extra'\\]"):
         load_grasp_yaw(tmp_path / "extra.safetensors")
+
+
+def test_yaw_values_give_the_turn_left_from_the_arms_tool_yaw() -> None:
+    """The turns are measured from the tool yaw that forward kinematics gives for each frame's joints, land on an
+    equivalent of the estimated axis, and stay within half a period; no estimate gives zeros."""
+    from robot.kinematics import forward, tool_yaw
+    from robot.sim.mjcf import TCP_OFFSET
+
+    half, quarter = 0.7, -0.3
+    embedding = (embed_axis(2, half) + embed_axis(4, quarter)).astype(np.float32)
+    estimate = GraspYaw(np.array([0.1, 0.7, 0.2], np.float32), embedding)
+    rng = np.random.default_rng(3)
+    states = np.concatenate([rng.uniform(-3, 3, (12, 6)), np.full((12, 1), 0.05)], axis=1)
+    values = yaw_values(estimate, states, TCP_OFFSET)
+    assert values.shape == (12, YAW_DIM) == (12, len(YAW_VALUE_NAMES))
+    np.testing.assert_allclose(values[:, :3], np.tile([0.1, 0.7, 0.2], (12, 1)))
+    turned = 0
+    for q, v in zip(states, values, strict=True):
+        yaw = tool_yaw(forward(q[:6], TCP_OFFSET)[:3, :3])
+        assert axis_error(yaw + float(v[3]), half, 2) == pytest.approx(0.0, abs=1e-5)
+        assert axis_error(yaw + float(v[4]), quarter, 4) == pytest.approx(0.0, abs=1e-5)
+        assert abs(v[3]) <= math.pi / 2 + 1e-6
+        assert abs(v[4]) <= math.pi / 4 + 1e-6
+        turned += abs(v[3]) > 0.1
+    assert turned > 6  # random arms are mostly far from the axis: the values are not constant
+    assert not yaw_values(None, states, TCP_OFFSET).any()
+    with pytest.raises(GraspYawError, match=r"\(T, >= 6\) joint angles"):
+        yaw_values(estimate, states[:, :4], TCP_OFFSET)
+
+
+def test_cross_fit_estimates_each_sample_with_an_estimator_that_did_not_see_it() -> None:
+    """Out-of-fold estimates: each equals the estimate of an estimator fitted on the other folds alone, while the
+    final estimator is fitted on every sample; bad fold counts are refused naming the valid range."""
+    from pipeline.train_grasp_yaw import GraspYawSamples, cross_fit
+
+    x, orders, axes = synthetic(30, 4)
+    x += np.random.default_rng(5).normal(0, 0.05, x.shape).astype(np.float32)  # noise: fits differ by their data
+    samples = GraspYawSamples(x, orders.astype(np.int64), axes, np.arange(100, 130, dtype=np.int64))
+    config = GraspYawConfig(hidden=16, layers=1)
+    fit = cross_fit(samples, folds=3, seed=2, config=config, steps=200)
+    assert sorted(fit.estimates) == list(range(100, 130))
+    fold = np.random.default_rng(2).permutation(30) % 3
+    rows = np.nonzero(fold != 0)[0]
+    held = [int(i) for i in np.nonzero(fold == 0)[0]]
+    other, _ = fit_grasp_yaw(x[rows], orders[rows], axes[rows], config, steps=200, seed=2)
+    final, _ = fit_grasp_yaw(x, orders, axes, config, steps=200, seed=2)
+    for i in held:
+        np.testing.assert_allclose(fit.estimates[100 + i].embedding, other.estimate(x[i]).embedding, atol=1e-5)
+    np.testing.assert_allclose(fit.final.estimate(x[0]).embedding, final.estimate(x[0]).embedding, atol=1e-6)
+    assert max(abs(fit.estimates[100 + i].embedding - final.estimate(x[i]).embedding).max() for i in held) > 1e-3
+    summary = fit.summary()
+    assert summary["samples"] == 30
+    assert summary["folds"] == 3
+    assert 0.0 <= float(summary["out_of_fold_order_accuracy"]) <= 1.0  # type: ignore[arg-type]
+    with pytest.raises(GraspYawError, match=r"within 2\.\.30"):
+        cross_fit(samples, folds=1)
+
+
+def test_a_grasp_yaw_head_carries_its_frozen_estimator() -> None:
+    """`ACTConfig.grasp_yaw` needs place values and shape moments and counts YAW_DIM more extras; the policy holds
+    the estimator, saves and loads it strictly with the head, and training never changes it."""
+    from conftest import tiny_config
+    from test_train_head import reach_episode
+
+    from policy.checkpoint import load_policy, save_policy
+    from policy.features import parse_feature_spec
+    from policy.place import PLACE_DIM
+    from policy.train_head import HeadTrainConfig, train_head
+
+    spec = parse_feature_spec("pooled2+shape")
+    n = spec.num_tokens()
+    dims = {"place": True, "grasp_yaw": True}
+    with pytest.raises(ValueError, match="grasp-yaw values"):
+        tiny_config("pooled2+shape", n, extras_dim=spec.extras_dim + PLACE_DIM, **dims)
+    with pytest.raises(ValueError, match="needs place=True and a '\\+shape' feature spec"):
+        tiny_config("pooled2", parse_feature_spec("pooled2").num_tokens(), extras_dim=7 + PLACE_DIM + YAW_DIM,
+                    place=True, grasp_yaw=True)  # fmt: skip
+    config = tiny_config("pooled2+shape", n, extras_dim=spec.extras_dim + PLACE_DIM + YAW_DIM, **dims)
+    estimator, _ = fit_grasp_yaw(*synthetic(20, 6), steps=20)
+
+    def episode(seed: int) -> Any:
+        e = reach_episode(seed, length=12)
+        width = config.extras_dim - e.extras.shape[1]
+        extras = np.concatenate([e.extras, np.random.default_rng(seed).normal(size=(12, width))], axis=1)
+        tokens = np.repeat(e.tokens, config.n_tokens, axis=1)
+        return type(e)(tokens, extras.astype(np.float32), e.state, e.action, e.ignore)
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        train_cfg = HeadTrainConfig(epochs=1, batch_size=8, warmup_steps=1, checkpoint_every_s=3600.0)
+        with pytest.raises(ValueError, match="needs the fitted grasp-yaw estimator"):
+            train_head([episode(0), episode(1)], [], config, train_cfg, out / "a", log=None)
+        report = train_head([episode(0), episode(1)], [], config, train_cfg, out / "b", log=None, grasp_yaw=estimator)
+        back = load_policy(report.policy_dir)
+        assert back.grasp_yaw is not None
+        for k, v in estimator.state_dict().items():
+            assert torch.equal(back.grasp_yaw.state_dict()[k], v), k  # trained with the head, unchanged
+        assert not any(p.requires_grad for p in back.grasp_yaw.parameters())
+        save_policy(out / "c", back)
+        from safetensors.torch import load_file
+
+        weights = load_file(str(out / "c" / "model.safetensors"))
+        assert any(k.startswith("grasp_yaw.") for k in weights)
+        other, _ = fit_grasp_yaw(*synthetic(20, 7), steps=20)
+        with pytest.raises(ValueError, match="another grasp-yaw estimator"):
+            train_head([episode(0), episode(1)], [], config, train_cfg, out / "b", log=None, grasp_yaw=other)

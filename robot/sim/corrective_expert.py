@@ -28,9 +28,9 @@ from dataclasses import dataclass, fields
 import numpy as np
 import numpy.typing as npt
 
-from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik
+from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik, tool_yaw
 from robot.sim.env import PickEnv
-from robot.sim.expert import Phase, down_rotation, grasp_height, nearest_axis_yaw, tool_yaw
+from robot.sim.expert import Phase, down_rotation, grasp_height, nearest_axis_yaw
 from robot.sim.mjcf import GRIPPER_STROKE, TCP_OFFSET
 
 F64 = npt.NDArray[np.float64]

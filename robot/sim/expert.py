@@ -18,7 +18,7 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
-from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik
+from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik, tool_yaw
 from robot.sim.catalogue import Shape, ShapeSpec
 from robot.sim.env import PickEnv
 from robot.sim.mjcf import GRIPPER_STROKE, TCP_OFFSET
@@ -96,11 +96,6 @@ def down_rotation(axis_yaw: float) -> F64:
     """Tool rotation pointing down whose finger (y) axis lies along `axis_yaw` radians in the table plane."""
     c, s = math.cos(axis_yaw), math.sin(axis_yaw)
     return np.array([[-s, c, 0.0], [c, s, 0.0], [0.0, 0.0, -1.0]])
-
-
-def tool_yaw(rot: F64) -> float:
-    """Yaw (radians, in the table plane) of the finger (y) axis of a tool rotation `rot` (3x3)."""
-    return math.atan2(rot[1, 1], rot[0, 1])
 
 
 def grasp_height(shape: ShapeSpec) -> float:
