@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from policy.cache_store import FeatureCache
+from policy.chunks import split_by_episode
 from policy.grasp_yaw import (
     GraspYaw,
     GraspYawConfig,
@@ -40,15 +41,14 @@ class GraspYawSamples:
 
 def target_label(shape: str, quat: tuple[float, float, float, float]) -> tuple[int, float]:
     """(symmetry order, grasp axis in radians) of a catalogue `shape` standing with orientation `quat` (w, x, y, z)."""
-    from robot.sim.catalogue import SHAPES, Shape, parse_shape
+    from robot.sim.catalogue import SHAPES, parse_shape
 
-    kind = parse_shape(shape)
-    spec = SHAPES[kind]
+    spec = SHAPES[parse_shape(shape)]
     if spec.yaw_symmetric:
         return 0, 0.0
     w, x, y, z = quat
     yaw = math.atan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z))
-    return (4 if kind == Shape.CUBE else 2), yaw + spec.grasp_axis_yaw
+    return spec.grasp_order, yaw + spec.grasp_axis_yaw
 
 
 def grasp_yaw_samples(data: Path, features: str | None = None, cache: FeatureCache | None = None) -> GraspYawSamples:
@@ -119,10 +119,8 @@ def train_grasp_yaw(
     if not 0.0 <= val_fraction < 1.0:
         raise GraspYawError(f"val_fraction must be within [0, 1), got {val_fraction}")
     samples = grasp_yaw_samples(data, features)
-    n = len(samples.orders)
-    order = np.random.default_rng(seed).permutation(n)
-    k = min(n - 1, round(n * val_fraction))
-    val, train = np.sort(order[:k]), np.sort(order[k:])
+    rows_train, rows_val = split_by_episode(range(len(samples.orders)), val_fraction, seed)
+    train, val = np.array(rows_train, dtype=np.int64), np.array(rows_val, dtype=np.int64)
     net, fit = fit_grasp_yaw(
         samples.inputs[train], samples.orders[train], samples.axes[train], config, steps=steps, seed=seed
     )

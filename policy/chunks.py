@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from policy.act import PolicyInput, PolicyTarget
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,9 @@ class EpisodeArrays:
         return int(self.tokens.shape[0])
 
 
-def split_by_episode(
-    episodes: Sequence[EpisodeArrays], val_fraction: float, seed: int
-) -> tuple[list[EpisodeArrays], list[EpisodeArrays]]:
-    """Train and validation episodes (whole episodes; at least one of each when val_fraction > 0)."""
+def split_by_episode(episodes: Sequence[T], val_fraction: float, seed: int) -> tuple[list[T], list[T]]:
+    """Train and validation episodes (whole episodes; at least one of each when val_fraction > 0); any per-episode
+    items split the same way for the same count, fraction and seed."""
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be within [0, 1), got {val_fraction}")
     n = len(episodes)

@@ -448,6 +448,7 @@ def test_train_grasp_yaw_reads_prompt_frames_of_a_shape_cache(
     shutil.copytree(workspace["data"], data, ignore=shutil.ignore_patterns("cache"))
     out = workspace["root"] / "grasp_yaw.safetensors"
     args = ["train-grasp-yaw", "--data", str(data), "--out", str(out), "--steps", "50", "--threads", "1"]
+    args += ["--val-fraction", "0"]  # 2 episodes: both fit
     tracker = load_tracker("compact", image_size=64, checkpoint=workspace["tracker"])
     build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2")), progress=False)
     assert main(args) == 2

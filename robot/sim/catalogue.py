@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -53,15 +54,27 @@ class ShapeSpec:
     half_extents: metres, (x, y, z) half sizes of the bounding box in the object's frame.
     grasp_width: metres, object width across the fingers when grasped along `grasp_axis_yaw`.
     grasp_axis_yaw: radians, direction (in the object frame, about z) along which the fingers close.
-    yaw_symmetric: the shape looks the same at every yaw (the grasp yaw can follow the arm).
+    grasp_order: symmetry order of the grasp about z: 0 for a shape that grasps at every yaw (the grasp yaw can
+        follow the arm), n for one whose grasp axis repeats every 2π/n radians (2: every half turn, 4: every
+        quarter turn).
     mass: kilograms.
     """
 
     half_extents: tuple[float, float, float]
     grasp_width: float
     grasp_axis_yaw: float
-    yaw_symmetric: bool
+    grasp_order: int
     mass: float
+
+    @property
+    def yaw_symmetric(self) -> bool:
+        """The shape grasps the same at every yaw."""
+        return self.grasp_order == 0
+
+    @property
+    def grasp_period(self) -> float:
+        """Radians between equivalent grasp axes (π for a yaw-symmetric shape, whose fingers are symmetric)."""
+        return math.pi if self.grasp_order == 0 else 2 * math.pi / self.grasp_order
 
     @property
     def height(self) -> float:
@@ -70,13 +83,13 @@ class ShapeSpec:
 
 
 SHAPES: dict[Shape, ShapeSpec] = {
-    Shape.CUBE: ShapeSpec((0.024, 0.024, 0.024), 0.048, 0.0, False, 0.08),
-    Shape.CAN: ShapeSpec((0.030, 0.030, 0.050), 0.060, 0.0, True, 0.15),
+    Shape.CUBE: ShapeSpec((0.024, 0.024, 0.024), 0.048, 0.0, 4, 0.08),
+    Shape.CAN: ShapeSpec((0.030, 0.030, 0.050), 0.060, 0.0, 0, 0.15),
     # The cup's handle sticks out along +x; the fingers close along y, clear of it.
-    Shape.CUP: ShapeSpec((0.045, 0.032, 0.042), 0.064, 1.5707963267948966, False, 0.10),
-    Shape.BALL: ShapeSpec((0.028, 0.028, 0.028), 0.056, 0.0, True, 0.06),
+    Shape.CUP: ShapeSpec((0.045, 0.032, 0.042), 0.064, 1.5707963267948966, 2, 0.10),
+    Shape.BALL: ShapeSpec((0.028, 0.028, 0.028), 0.056, 0.0, 0, 0.06),
     # A flat box: long along x, grasped across its 44 mm side.
-    Shape.BOX: ShapeSpec((0.045, 0.022, 0.020), 0.044, 1.5707963267948966, False, 0.09),
+    Shape.BOX: ShapeSpec((0.045, 0.022, 0.020), 0.044, 1.5707963267948966, 2, 0.09),
 }
 
 

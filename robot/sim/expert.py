@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from robot.kinematics import IKError, axis_angle_to_matrix, forward, matrix_to_axis_angle, solve_ik, tool_yaw
-from robot.sim.catalogue import Shape, ShapeSpec
+from robot.sim.catalogue import ShapeSpec
 from robot.sim.env import PickEnv
 from robot.sim.mjcf import GRIPPER_STROKE, TCP_OFFSET
 
@@ -110,12 +110,9 @@ def nearest_axis_yaw(env: PickEnv, current: float) -> float:
     obj = env.scene.find(env.target) if env.scene is not None else None
     if obj is None:
         raise RuntimeError("reset the environment first")
-    if obj.kind.spec.yaw_symmetric:
-        base, period = current, math.pi
-    else:
-        base = env.object_yaw(env.target) + obj.kind.spec.grasp_axis_yaw
-        period = math.pi / 2 if obj.kind.shape == Shape.CUBE else math.pi
-    return base + round((current - base) / period) * period
+    spec = obj.kind.spec
+    base = current if spec.yaw_symmetric else env.object_yaw(env.target) + spec.grasp_axis_yaw
+    return base + round((current - base) / spec.grasp_period) * spec.grasp_period
 
 
 class ScriptedExpert:
