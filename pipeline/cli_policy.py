@@ -194,6 +194,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.place:
             raise ValueError("--grasp-yaw needs --place: the estimator reads the target's table position")
         head["grasp_yaw"] = True
+    if args.wrist_anchor:
+        if not args.grasp_yaw:
+            raise ValueError("--wrist-anchor needs --grasp-yaw: the anchor comes from the estimated turn")
+        head["wrist_anchor"] = True
     from policy.image_act_config import parse_image_size
 
     config = PolicyTrainConfig(
@@ -465,6 +469,12 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="sam2grasp, with --place and a '+shape' spec: fit the grasp-yaw estimator on the episodes' prompt "
         "frames (5-fold out-of-fold estimates for training) and feed the head the estimated grasp axis and the "
         "wrist turn left to reach it; the estimator is saved with the head",
+    )
+    p.add_argument(
+        "--wrist-anchor",
+        action="store_true",
+        help="sam2grasp, joint mode, with --grasp-yaw: predict wrist_3 relative to the angle that turns the tool "
+        "by the estimated turn (the head learns corrections; the agent adds the anchor back)",
     )
     p.add_argument(
         "--state-lag",

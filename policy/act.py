@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from policy.act_config import ACTConfig
-from policy.grasp_yaw import GraspYawNet
+from policy.grasp_yaw import WRIST_3, YAW_DIM, GraspYawNet, wrist_anchor
 from policy.normalize import Normalizer
 
 
@@ -318,7 +318,7 @@ class ACTPolicy(nn.Module):
         target = self.validate_target(target, inp.tokens.shape[0])
         norm = self.normalizer
         tokens, extras, state = norm.tokens(inp.tokens), norm.extras(inp.extras), norm.state(inp.state)
-        actions = norm.action(target.actions)
+        actions = norm.action(self.model_actions(inp.state, inp.extras, target.actions))
         b = tokens.shape[0]
         kl: torch.Tensor | None = None
         if self.config.use_vae:
@@ -347,7 +347,20 @@ class ACTPolicy(nn.Module):
         with torch.no_grad():
             latent = torch.zeros(inp.tokens.shape[0], self.config.latent_dim, device=inp.tokens.device)
             pred = self.model(norm.tokens(inp.tokens), norm.extras(inp.extras), norm.state(inp.state), latent)
-            return norm.unnormalize_action(pred)
+            return self.model_actions(inp.state, inp.extras, norm.unnormalize_action(pred), inverse=True)
+
+    def model_actions(
+        self, state: torch.Tensor, extras: torch.Tensor, actions: torch.Tensor, inverse: bool = False
+    ) -> torch.Tensor:
+        """Actions (B, K, A) in physical units as the network predicts them for inputs `state` (B, S) and `extras`
+        (B, E) (`inverse`: back): unchanged, except that a wrist_anchor head's wrist_3 is relative to
+        `policy.grasp_yaw.wrist_anchor` of each input."""
+        if not self.config.wrist_anchor:
+            return actions
+        anchor = wrist_anchor(state, extras[:, -YAW_DIM:])
+        out = actions.clone()
+        out[:, :, WRIST_3] += anchor[:, None] if inverse else -anchor[:, None]
+        return out
 
     def select_action(self, obs: PolicyInput) -> torch.Tensor:
         """The next action (A,) for one observation (batch of one).

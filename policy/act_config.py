@@ -53,6 +53,11 @@ class ACTConfig:
         and the wrist turn left to reach it (`policy.grasp_yaw.yaw_values`, YAW_DIM more values); the policy then
         holds the estimator's weights (`ACTPolicy.grasp_yaw`). Needs place (the estimator reads the target's table
         position) and a "+shape" feature spec (it reads the mask's orientation moments).
+    wrist_anchor: a joint-mode grasp_yaw head predicts wrist_3 relative to where the estimated grasp axis puts it:
+        the state's wrist_3 less the expected turn left (`policy.grasp_yaw.expected_turn`; turning the wrist of a
+        downward tool by +d turns its yaw by -d), so that a head predicting zero offsets turns the wrist by the
+        estimate and learns only the corrections (the base's turn, the estimate's error). `ACTPolicy` adds the
+        anchor back to every predicted chunk.
     """
 
     feature_spec: str
@@ -81,6 +86,7 @@ class ACTConfig:
     place_source: str = "tracked"
     action_frame: str = "base"
     grasp_yaw: bool = False
+    wrist_anchor: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -113,13 +119,18 @@ class ACTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ACTConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ("use_vae", "normalize_tokens", "place", "grasp_yaw"):
+        for name in ("use_vae", "normalize_tokens", "place", "grasp_yaw", "wrist_anchor"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ACTConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.grasp_yaw and (not self.place or not spec.shape):
             raise ValueError(
                 f"ACTConfig.grasp_yaw needs place=True and a '+shape' feature spec (got place={self.place}, "
                 f"{self.feature_spec!r}): the estimator reads the target's table position and the mask's moments"
+            )
+        if self.wrist_anchor and (not self.grasp_yaw or self.action_mode != "joint"):
+            raise ValueError(
+                f"ACTConfig.wrist_anchor needs grasp_yaw=True and action_mode='joint' (got {self.grasp_yaw}, "
+                f"{self.action_mode!r}): the anchor is a wrist_3 angle from the estimated turn"
             )
         expected = spec.extras_dim + (PLACE_DIM if self.place else 0) + (YAW_DIM if self.grasp_yaw else 0)
         if self.extras_dim != expected:

@@ -191,6 +191,21 @@ def yaw_values(estimate: GraspYaw | None, states: npt.ArrayLike, tcp_offset: flo
     return out
 
 
+#: Joint-space index of wrist_3 in states and actions; turning it by +d turns a downward tool's yaw by -d.
+WRIST_3 = 5
+
+
+def expected_turn(values: torch.Tensor) -> torch.Tensor:
+    """(B,) radians: the turn left weighted by the order probabilities (0 for any-yaw shapes), from (B, YAW_DIM)
+    `yaw_values` columns."""
+    return values[:, 1] * values[:, 3] + values[:, 2] * values[:, 4]
+
+
+def wrist_anchor(state: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(B,) radians: the wrist_3 angle that turns the tool by the expected turn from `state` (B, >= 6)."""
+    return state[:, WRIST_3] - expected_turn(values)
+
+
 @dataclass(frozen=True)
 class FitReport:
     """Training of an estimator: samples used, final training loss, seconds."""

@@ -11,7 +11,7 @@ near-constant feature (the gripper, a mask area that hardly changes) is not blow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,13 +49,26 @@ def _mean_std(x: npt.NDArray[np.floating], axes: tuple[int, ...]) -> tuple[Array
     return mean, np.maximum(np.sqrt(var), STD_FLOOR)
 
 
-def compute_stats(episodes: Sequence[EpisodeArrays]) -> NormStats:
-    """Statistics over every frame of `episodes` (at least one frame)."""
+def compute_stats(
+    episodes: Sequence[EpisodeArrays],
+    as_predicted: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> NormStats:
+    """Statistics over every frame of `episodes` (at least one frame). as_predicted(state (T, S), extras (T, E),
+    actions (T, 1, A)): the actions as the network predicts them (`ACTPolicy.model_actions`), whose statistics
+    the action normaliser then takes; None: the actions as they are."""
     if not episodes:
         raise ValueError("compute_stats needs at least one episode, got none")
     state = np.concatenate([e.state for e in episodes])
     extras = np.concatenate([e.extras for e in episodes])
     action = np.concatenate([e.action for e in episodes])
+    if as_predicted is not None:
+        with torch.no_grad():
+            shifted = as_predicted(
+                torch.from_numpy(state.astype(np.float32)),
+                torch.from_numpy(extras.astype(np.float32)),
+                torch.from_numpy(action.astype(np.float32))[:, None],
+            )
+        action = shifted[:, 0].numpy()
     channels = episodes[0].tokens.shape[-1]
     # tokens can be large: accumulate per episode in float64
     count = 0

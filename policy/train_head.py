@@ -133,7 +133,7 @@ def _evaluate(policy: ACTPolicy, data: ChunkDataset, batch: int, rank: int, worl
             inp, tgt = policy.validate_input(inp), policy.validate_target(tgt, len(idx[i : i + batch]))
             latent = torch.zeros(inp.tokens.shape[0], policy.config.latent_dim, device=inp.tokens.device)
             pred = policy.model(norm.tokens(inp.tokens), norm.extras(inp.extras), norm.state(inp.state), latent)
-            target = norm.action(tgt.actions)
+            target = norm.action(policy.model_actions(inp.state, inp.extras, tgt.actions))
             valid = tgt.valid().to(pred.dtype)
             sums[0] += float(((pred - target).abs() * valid).sum())
             sums[1] += float((target.abs() * valid).sum())
@@ -236,7 +236,7 @@ def train_head(
     total_steps = train_cfg.epochs * batches_per_epoch
     torch.manual_seed(train_cfg.seed)
     fresh = ACTPolicy(config)
-    fresh.normalizer.set_stats(compute_stats(episodes_train))
+    fresh.normalizer.set_stats(compute_stats(episodes_train, as_predicted=fresh.model_actions))
     if fresh.grasp_yaw is not None and grasp_yaw is not None:
         fresh.grasp_yaw.load_state_dict(grasp_yaw.state_dict(), strict=True)
     policy, optim, progress = start_run(

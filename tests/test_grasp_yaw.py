@@ -254,3 +254,76 @@ def test_a_grasp_yaw_head_carries_its_frozen_estimator() -> None:
         other, _ = fit_grasp_yaw(*synthetic(20, 7), steps=20)
         with pytest.raises(ValueError, match="another grasp-yaw estimator"):
             train_head([episode(0), episode(1)], [], config, train_cfg, out / "b", log=None, grasp_yaw=other)
+
+
+def test_wrist_anchor_head_predicts_wrist_3_relative_to_the_estimated_turn() -> None:
+    """A wrist_anchor head's chunks are its network's chunks with wrist_3 moved by the anchor (the state's wrist_3
+    less the order-weighted turn left; turning wrist_3 by +d turns a downward tool's yaw by -d), its loss is the
+    plain head's loss on targets less the anchor, and its normaliser learns the anchored wrist statistics."""
+    from dataclasses import replace
+
+    from conftest import tiny_config
+
+    from policy.act import ACTPolicy, PolicyInput, PolicyTarget
+    from policy.features import parse_feature_spec
+    from policy.grasp_yaw import WRIST_3, expected_turn, wrist_anchor
+    from policy.normalize import compute_stats
+    from policy.place import PLACE_DIM
+    from robot.kinematics import forward, tool_yaw
+    from robot.sim.mjcf import TCP_OFFSET
+
+    q = np.array([0.3, -1.6, 1.7, -1.7, -1.57, 0.4])  # a downward tool
+    turned = q.copy()
+    turned[WRIST_3] += 0.1
+    dyaw = tool_yaw(forward(turned, TCP_OFFSET)[:3, :3]) - tool_yaw(forward(q, TCP_OFFSET)[:3, :3])
+    assert dyaw == pytest.approx(-0.1, abs=2e-3)
+
+    spec = parse_feature_spec("pooled2+shape")
+    n = spec.num_tokens()
+    extras_dim = spec.extras_dim + PLACE_DIM + YAW_DIM
+    with pytest.raises(ValueError, match="wrist_anchor needs grasp_yaw=True and action_mode='joint'"):
+        tiny_config("pooled2+shape", n, extras_dim=spec.extras_dim + PLACE_DIM, place=True, wrist_anchor=True)
+    anchored_cfg = tiny_config("pooled2+shape", n, extras_dim=extras_dim, place=True, grasp_yaw=True, wrist_anchor=True)
+    with pytest.raises(ValueError, match="wrist_anchor needs"):
+        replace(anchored_cfg, action_mode="ee")
+    torch.manual_seed(0)
+    anchored = ACTPolicy(anchored_cfg).eval()
+    plain = ACTPolicy(replace(anchored_cfg, wrist_anchor=False)).eval()
+    plain.load_state_dict(anchored.state_dict())
+    rng = np.random.default_rng(1)
+    b = 4
+    extras = rng.normal(size=(b, extras_dim)).astype(np.float32)
+    extras[:, -YAW_DIM:-2] = rng.dirichlet(np.ones(3), b)  # order probabilities
+    inp = PolicyInput(
+        torch.from_numpy(rng.normal(size=(b, n, 8)).astype(np.float32)),
+        torch.from_numpy(extras),
+        torch.from_numpy(rng.normal(size=(b, 7)).astype(np.float32)),
+    )
+    anchor = inp.state[:, WRIST_3] - (
+        inp.extras[:, -4] * inp.extras[:, -2] + inp.extras[:, -3] * inp.extras[:, -1]
+    )  # p_half * turn_half + p_quarter * turn_quarter
+    torch.testing.assert_close(wrist_anchor(inp.state, inp.extras[:, -YAW_DIM:]), anchor)
+    torch.testing.assert_close(inp.state[:, WRIST_3] - expected_turn(inp.extras[:, -YAW_DIM:]), anchor)
+    a, p = anchored.predict_action_chunk(inp), plain.predict_action_chunk(inp)
+    torch.testing.assert_close(a[:, :, WRIST_3], p[:, :, WRIST_3] + anchor[:, None])
+    others = [i for i in range(7) if i != WRIST_3]
+    torch.testing.assert_close(a[:, :, others], p[:, :, others])
+    actions = torch.from_numpy(rng.normal(size=(b, anchored_cfg.chunk_size, 7)).astype(np.float32))
+    pad = torch.zeros(b, anchored_cfg.chunk_size, dtype=torch.bool)
+    shifted = actions.clone()
+    shifted[:, :, WRIST_3] -= anchor[:, None]
+    loss_a, _ = anchored(inp, PolicyTarget(actions, pad))
+    loss_p, _ = plain(inp, PolicyTarget(shifted, pad))
+    torch.testing.assert_close(loss_a, loss_p)
+
+    from test_train_head import reach_episode
+
+    e = reach_episode(0, length=12)
+    yaw = np.zeros((12, YAW_DIM), np.float32)
+    yaw[:, 1], yaw[:, 3] = 1.0, np.linspace(1.0, 0.0, 12)  # a half-turn estimate, its turn shrinking to 0
+    ep = type(e)(e.tokens, np.concatenate([e.extras, np.zeros((12, extras_dim - 7 - YAW_DIM)), yaw], 1), e.state,
+                 e.action, e.ignore)  # fmt: skip
+    stats = compute_stats([ep], as_predicted=anchored.model_actions)
+    rel = ep.action[:, WRIST_3] - (ep.state[:, WRIST_3] - yaw[:, 3])
+    assert stats.action_mean[WRIST_3] == pytest.approx(rel.mean(), abs=1e-5)
+    assert stats.action_mean[0] == pytest.approx(ep.action[:, 0].mean(), abs=1e-5)
