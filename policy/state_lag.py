@@ -13,10 +13,11 @@ Values computed from the state (the place values' offset of the target from the 
 Draws are a function of the training seed and the epoch, so every data-parallel rank and a resumed run see the
 same lags.
 
-Measured (`models/sam2grasp_head.md`): the shipped head, trained with a share of 0.5 and up to 30 frames together
-with takeover episodes, still predicts almost no turn from an arm whose wrist lags (`bench/wrist_probe.py`, the
-same reading as the head before it), so the lag does not cure that reliance; trained without the lag the same head
-picks 40 of 50 tuning scenes against 38 with it: the gain came from the takeover episodes.
+Measured (`models/sam2grasp_head.md`): the head shipped before the grasp-yaw input, trained with a share of 0.5 and
+up to 30 frames together with takeover episodes, still predicts almost no turn from an arm whose wrist lags
+(`bench/wrist_probe.py`, the same reading as the head before it), so the lag does not cure that reliance; trained
+without the lag the same head picks 40 of 50 tuning scenes against 38 with it: the gain came from the takeover
+episodes. The shipped grasp-yaw head, trained with the same lag, reads the same (0.01 from a lagging wrist).
 """
 
 from __future__ import annotations
