@@ -51,8 +51,11 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
     estimates = None
     if policy.grasp_yaw is not None:
         net = policy.grasp_yaw
-        samples = grasp_yaw_samples(data, cache=cache)
-        estimates = {int(e): net.estimate(x) for e, x in zip(samples.episodes, samples.inputs, strict=True)}
+        samples = grasp_yaw_samples(data, cache=cache, mask=net.config.mask)
+        estimates = {
+            int(e): net.estimate(x, shape)  # each episode's command names its target's shape
+            for e, x, shape in zip(samples.episodes, samples.inputs, samples.shapes, strict=True)
+        }
     episodes = episode_arrays(
         data,
         cache,

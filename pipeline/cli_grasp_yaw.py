@@ -28,7 +28,7 @@ def _cmd_train_grasp_yaw(args: argparse.Namespace) -> int:
         Path(args.data),
         Path(args.out),
         features=args.features,
-        config=GraspYawConfig(hidden=args.hidden, layers=args.layers),
+        config=GraspYawConfig(hidden=args.hidden, layers=args.layers, named=args.named, mask=args.mask),
         val_fraction=args.val_fraction,
         steps=args.steps,
         seed=args.seed,
@@ -59,6 +59,18 @@ def add_grasp_yaw_command(sub: argparse._SubParsersAction[argparse.ArgumentParse
     p.add_argument("--features", default=None, help="feature spec of the cache (default: the only one)")
     p.add_argument("--hidden", type=int, default=128, help="units per hidden layer (default 128)")
     p.add_argument("--layers", type=int, default=2, help="hidden layers, 1..4 (default 2)")
+    p.add_argument(
+        "--named",
+        action="store_true",
+        help="also read the target's catalogue shape as its command names it (one-hot; a quarter hidden in training)",
+    )
+    p.add_argument(
+        "--mask",
+        choices=["tracked", "refined"],
+        default="tracked",
+        help="moments from the tracker's prompt-frame mask (tracked) or a full-resolution mask segmented from the "
+        "prompt box (refined)",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of episodes held out (default 0.1)")
     p.add_argument("--steps", type=int, default=3000, help="full-batch training steps (default 3000)")
     p.add_argument("--seed", type=int, default=0)

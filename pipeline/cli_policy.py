@@ -194,6 +194,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.place:
             raise ValueError("--grasp-yaw needs --place: the estimator reads the target's table position")
         head["grasp_yaw"] = True
+    if args.grasp_yaw_named:
+        if not args.grasp_yaw:
+            raise ValueError("--grasp-yaw-named needs --grasp-yaw: it is an option of the grasp-yaw estimator")
+        head["grasp_yaw_named"] = True
+    if args.grasp_yaw_mask is not None:
+        if not args.grasp_yaw:
+            raise ValueError("--grasp-yaw-mask needs --grasp-yaw: it is an option of the grasp-yaw estimator")
+        head["grasp_yaw_mask"] = args.grasp_yaw_mask
     if args.wrist_anchor:
         if not args.grasp_yaw:
             raise ValueError("--wrist-anchor needs --grasp-yaw: the anchor comes from the estimated turn")
@@ -469,6 +477,21 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="sam2grasp, with --place and a '+shape' spec: fit the grasp-yaw estimator on the episodes' prompt "
         "frames (5-fold out-of-fold estimates for training) and feed the head the estimated grasp axis and the "
         "wrist turn left to reach it; the estimator is saved with the head",
+    )
+    p.add_argument(
+        "--grasp-yaw-named",
+        action="store_true",
+        help="with --grasp-yaw: the estimator also reads the target's catalogue shape as the command names it "
+        "('pick the red cup': cup), which settles the symmetry order; trained with a quarter of the names hidden so "
+        "that a command naming no shape still gets the mask-only estimate",
+    )
+    p.add_argument(
+        "--grasp-yaw-mask",
+        choices=["tracked", "refined"],
+        default=None,
+        help="with --grasp-yaw: read the orientation moments from the tracker's prompt-frame mask (tracked, "
+        "default) or from a full-resolution mask segmented from the prompt box on the prompt frame (refined; "
+        "policy/prompt_mask.py)",
     )
     p.add_argument(
         "--wrist-anchor",

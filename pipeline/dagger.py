@@ -122,7 +122,8 @@ def run_rollout(
     objects = object_records(info, obs)
     frames: list[Frame] = []
     takeover, takeover_step = "", -1
-    action, _ = agent.start(obs.rgb, obs.target_box, obs.state, camera=env.camera_view())
+    shape = info.scene.find(info.target).kind.shape.value  # named by the scene's command
+    action, _ = agent.start(obs.rgb, obs.target_box, obs.state, camera=env.camera_view(), shape=shape)
     outcome: Outcome | None = None
     while outcome is None:
         label = expert.label()

@@ -183,9 +183,11 @@ def run_trial(
     prompt_box: the tracker's first-frame box, pixels x0, y0, x1, y1 (default: the simulator's target box)."""
     from pipeline.overlay import draw_overlay
 
-    obs, _ = env.reset(seed)
+    obs, info = env.reset(seed)
     if isinstance(agent, SAM2GraspAgent) and agent.needs_camera:
         agent.camera = env.camera_view()  # this scene's camera calibration, for a head that reads place values
+    # the command names the target ("pick the red cup"): its shape is part of the prompt, as in the product
+    named = {"shape": info.scene.find(info.target).kind.shape.value} if isinstance(agent, SAM2GraspAgent) else {}
     trial = _Trial(env, agent, safety or eval_safety_layer(cfg.control_dt), obs)
     max_steps = math.ceil(cfg.max_seconds / cfg.control_dt) + 2
     error: str | None = None
@@ -220,7 +222,7 @@ def run_trial(
         action, step = guarded(
             lambda: trial.agent_call(
                 lambda: agent.start(
-                    obs.rgb, obs.target_box if prompt_box is None else prompt_box, obs.state, true_mask()
+                    obs.rgb, obs.target_box if prompt_box is None else prompt_box, obs.state, true_mask(), **named
                 )
             )
         )
@@ -273,6 +275,8 @@ def _describe(agent: EvalAgent) -> dict[str, str]:
     prompt = "ground-truth target box on the first frame (simulator)"
     if isinstance(agent, SAM2GraspAgent):
         perception = agent.tracker.config.mask_source
+        if agent.head.config.grasp_yaw_named:
+            prompt += " and the target's shape as its command names it"
         return {
             "policy_type": "sam2grasp",
             "name": "SAM2Grasp",

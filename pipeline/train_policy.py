@@ -397,14 +397,17 @@ def train_policy(
     if act_config.grasp_yaw:
         from pipeline.train_grasp_yaw import cross_fit, grasp_yaw_samples
 
-        samples = grasp_yaw_samples(data, cache=cache)
+        samples = grasp_yaw_samples(data, cache=cache, mask=act_config.grasp_yaw_mask)
         folds = min(GRASP_YAW_FOLDS, len(samples.orders) // 2)  # every fold's estimator fits >= 2 samples
         if folds < 2:
             raise ValueError(
                 f"--grasp-yaw cross-fits its estimator and needs at least 4 episodes whose target the tracker sees "
                 f"on the prompt frame; {data} has {len(samples.orders)}"
             )
-        fit = cross_fit(samples, folds=folds, seed=train_cfg.seed)
+        from policy.grasp_yaw import GraspYawConfig
+
+        estimator = GraspYawConfig(named=act_config.grasp_yaw_named, mask=act_config.grasp_yaw_mask)
+        fit = cross_fit(samples, folds=folds, seed=train_cfg.seed, config=estimator)
         if log is not None:
             log(f"grasp-yaw estimator: {json.dumps(fit.summary())}")
     episodes = episode_arrays(

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from policy.act_config import ACTConfig
-from policy.grasp_yaw import WRIST_3, YAW_DIM, GraspYawNet, wrist_anchor
+from policy.grasp_yaw import WRIST_3, YAW_DIM, GraspYawConfig, GraspYawNet, wrist_anchor
 from policy.normalize import Normalizer
 
 
@@ -244,7 +244,9 @@ class ACTPolicy(nn.Module):
         # the head, frozen, saved and loaded with it so that a head never meets another estimator's values
         self.grasp_yaw: GraspYawNet | None = None
         if config.grasp_yaw:
-            self.grasp_yaw = GraspYawNet().requires_grad_(False)
+            self.grasp_yaw = GraspYawNet(
+                GraspYawConfig(named=config.grasp_yaw_named, mask=config.grasp_yaw_mask)
+            ).requires_grad_(False)
         self._queue: deque[torch.Tensor] = deque()
         self._chunks: list[tuple[int, torch.Tensor]] = []
         self._step = 0

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from policy.features import parse_feature_spec
-from policy.grasp_yaw import YAW_DIM
+from policy.grasp_yaw import MASK_SOURCES, YAW_DIM
 from policy.place import PLACE_DIM, PLACE_SOURCES
 from robot.sim.mjcf import TCP_OFFSET
 
@@ -53,6 +53,12 @@ class ACTConfig:
         and the wrist turn left to reach it (`policy.grasp_yaw.yaw_values`, YAW_DIM more values); the policy then
         holds the estimator's weights (`ACTPolicy.grasp_yaw`). Needs place (the estimator reads the target's table
         position) and a "+shape" feature spec (it reads the mask's orientation moments).
+    grasp_yaw_named: the grasp_yaw estimator also reads the target's catalogue shape as the command names it
+        (`policy.grasp_yaw.GraspYawConfig.named`); the agent is then given the shape at start (the name's shape,
+        or none). Heads saved before this option read the mask alone (False).
+    grasp_yaw_mask: where the grasp_yaw estimator's orientation moments come from, one of
+        `policy.grasp_yaw.MASK_SOURCES`: "tracked" (the tracker's prompt-frame mask; heads saved before this option)
+        or "refined" (the full-resolution mask segmented from the prompt box, `policy.prompt_mask`).
     wrist_anchor: a joint-mode grasp_yaw head predicts wrist_3 relative to where the estimated grasp axis puts it:
         the state's wrist_3 less the expected turn left (`policy.grasp_yaw.expected_turn`; turning the wrist of a
         downward tool by +d turns its yaw by -d), so that a head predicting zero offsets turns the wrist by the
@@ -87,6 +93,8 @@ class ACTConfig:
     action_frame: str = "base"
     grasp_yaw: bool = False
     wrist_anchor: bool = False
+    grasp_yaw_named: bool = False
+    grasp_yaw_mask: str = "tracked"
 
     def __post_init__(self) -> None:
         try:
@@ -119,13 +127,23 @@ class ACTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ACTConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ("use_vae", "normalize_tokens", "place", "grasp_yaw", "wrist_anchor"):
+        for name in ("use_vae", "normalize_tokens", "place", "grasp_yaw", "wrist_anchor", "grasp_yaw_named"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ACTConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.grasp_yaw and (not self.place or not spec.shape):
             raise ValueError(
                 f"ACTConfig.grasp_yaw needs place=True and a '+shape' feature spec (got place={self.place}, "
                 f"{self.feature_spec!r}): the estimator reads the target's table position and the mask's moments"
+            )
+        if self.grasp_yaw_mask not in MASK_SOURCES:
+            raise ValueError(f"ACTConfig.grasp_yaw_mask must be one of {MASK_SOURCES}, got {self.grasp_yaw_mask!r}")
+        if self.grasp_yaw_mask != "tracked" and not self.grasp_yaw:
+            raise ValueError(
+                "ACTConfig.grasp_yaw_mask needs grasp_yaw=True: it is an option of the grasp-yaw estimator"
+            )
+        if self.grasp_yaw_named and not self.grasp_yaw:
+            raise ValueError(
+                "ACTConfig.grasp_yaw_named needs grasp_yaw=True: it is an option of the grasp-yaw estimator"
             )
         if self.wrist_anchor and (not self.grasp_yaw or self.action_mode != "joint"):
             raise ValueError(

@@ -19,7 +19,7 @@ import torch
 
 from policy.act import ACTPolicy, PolicyInput
 from policy.features import FeatureSpec, extract, parse_feature_spec
-from policy.grasp_yaw import GraspYaw, GraspYawError, yaw_inputs, yaw_values
+from policy.grasp_yaw import GraspYaw, GraspYawError, prompt_yaw_inputs, shape_code, yaw_values
 from policy.place import PlaceError, normalised_box, prompt_target, with_place
 from policy.tracker import SAM2Tracker, TrackStep
 from robot.camera_view import CameraView
@@ -124,11 +124,13 @@ class SAM2GraspAgent:
         state: npt.ArrayLike,
         mask: npt.NDArray[np.bool_] | None = None,
         camera: CameraView | None = None,
+        shape: str | None = None,
     ) -> tuple[F64, TrackStep]:
         """Prompt the tracker with `box` (pixels x0, y0, x1, y1) on `frame`, reset the head, and return the first
         action (7,) and the tracker's step. mask: the target's true mask, only for an oracle tracker; camera:
-        this episode's camera calibration (kept for later steps)."""
-        step, s = self._prompt(frame, box, state, mask, camera)
+        this episode's camera calibration (kept for later steps); shape: the catalogue shape the command names
+        ("cup"; None when it names none), read by a head whose grasp-yaw estimator is named."""
+        step, s = self._prompt(frame, box, state, mask, camera, shape)
         return self._select(step, s), step
 
     def act(self, frame: Any, state: npt.ArrayLike, mask: npt.NDArray[np.bool_] | None = None) -> tuple[F64, TrackStep]:
@@ -145,10 +147,15 @@ class SAM2GraspAgent:
 
     # ------------------------------------------------------------------ whole chunks (threaded runtime)
     def start_chunk(
-        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, camera: CameraView | None = None
+        self,
+        frame: Any,
+        box: npt.ArrayLike,
+        state: npt.ArrayLike,
+        camera: CameraView | None = None,
+        shape: str | None = None,
     ) -> tuple[F64, TrackStep]:
         """Prompt as `start` does and return the first predicted chunk (K, 7) in the head's action mode."""
-        step, s = self._prompt(frame, box, state, None, camera)
+        step, s = self._prompt(frame, box, state, None, camera, shape)
         return self._chunk(step, s), step
 
     def chunk(self, frame: Any, state: npt.ArrayLike) -> tuple[F64, TrackStep]:
@@ -159,7 +166,13 @@ class SAM2GraspAgent:
 
     # ------------------------------------------------------------------ internals
     def _prompt(
-        self, frame: Any, box: npt.ArrayLike, state: npt.ArrayLike, mask: Mask | None, camera: CameraView | None
+        self,
+        frame: Any,
+        box: npt.ArrayLike,
+        state: npt.ArrayLike,
+        mask: Mask | None,
+        camera: CameraView | None,
+        shape: str | None = None,
     ) -> tuple[TrackStep, npt.NDArray[np.float32]]:
         """Check `state`, keep `camera` when given, prompt the tracker with `box` on `frame` and reset the head:
         the step and the state."""
@@ -184,8 +197,13 @@ class SAM2GraspAgent:
                 self.anchor_xy = prompt_target(self.prompt_box, view)
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
+        if shape is not None and self.head.grasp_yaw is not None:
+            try:
+                shape_code(shape)
+            except GraspYawError as exc:
+                raise AgentError(str(exc)) from None
         step = self.tracker.start(rgb, box, mask)
-        self.grasp_yaw = self._estimate_grasp_yaw(step, view)
+        self.grasp_yaw = self._estimate_grasp_yaw(step, view, shape, rgb, box)
         self.head.reset()
         self.coasted = 0
         return step, s
@@ -209,14 +227,22 @@ class SAM2GraspAgent:
                 extras = np.concatenate([extras, yaw_values(self.grasp_yaw, state[None], cfg.place_tcp_offset)[0]])
         return PolicyInput.from_numpy(feats.tokens, extras, state)
 
-    def _estimate_grasp_yaw(self, step: TrackStep, view: CameraView | None) -> GraspYaw | None:
-        """The head's estimator's grasp-yaw estimate on the prompt frame's step (None for a head without one, or
-        when the target's mask is empty there: the head then reads zeros, as it learned for such episodes)."""
+    def _estimate_grasp_yaw(
+        self,
+        step: TrackStep,
+        view: CameraView | None,
+        shape: str | None,
+        rgb: npt.NDArray[np.uint8],
+        box: npt.ArrayLike,
+    ) -> GraspYaw | None:
+        """The head's estimator's grasp-yaw estimate on the prompt frame (its step, image `rgb` and prompt `box`)
+        and the named `shape` (None for a head without one, or when the target's mask is empty there: the head
+        then reads zeros, as it learned for such episodes)."""
         net = self.head.grasp_yaw
         if net is None or view is None:
             return None
         try:
-            return net.estimate(yaw_inputs(extract(step, self.spec).extras, view))
+            return net.estimate(prompt_yaw_inputs(net.config, extract(step, self.spec).extras, view, rgb, box), shape)
         except GraspYawError:
             return None
 
@@ -275,12 +301,20 @@ def ee_to_joints(action: npt.ArrayLike, q_seed: npt.ArrayLike) -> tuple[F64, boo
 class AgentChunkPredictor:
     """`ChunkPredictor` over an agent for the threaded runtime: the first `predict` prompts the tracker with `box`
     on its frame, later calls track. Chunks are returned as joint targets (K, 7); an ee-mode head's poses are
-    converted by IK chained from the observed joints (an unreachable pose repeats the previous targets)."""
+    converted by IK chained from the observed joints (an unreachable pose repeats the previous targets).
+    shape: the catalogue shape the command names (for a head with a named grasp-yaw estimator; None: none named)."""
 
-    def __init__(self, agent: SAM2GraspAgent, box: npt.ArrayLike, camera: CameraView | None = None) -> None:
+    def __init__(
+        self,
+        agent: SAM2GraspAgent,
+        box: npt.ArrayLike,
+        camera: CameraView | None = None,
+        shape: str | None = None,
+    ) -> None:
         self.agent = agent
         self._box = np.asarray(box, dtype=np.float64)
         self._camera = camera
+        self._shape = shape
         self._started = False
         self.ik_failures = 0
 
@@ -305,7 +339,7 @@ class AgentChunkPredictor:
         if self._started:
             chunk, _ = self.agent.chunk(frame, state)
         else:
-            chunk, _ = self.agent.start_chunk(frame, self._box, state, self._camera)
+            chunk, _ = self.agent.start_chunk(frame, self._box, state, self._camera, self._shape)
             self._started = True
         if self.agent.action_mode != "ee":
             return chunk

@@ -12,6 +12,15 @@ box and the target's table position.
 turn, 4 quarter turn) and to the axis as (cos 2φ, sin 2φ, cos 4φ, sin 4φ); `GraspYaw.axis` decodes the axis of an
 order, and `turn_to_go` gives the signed turn (radians) from a tool yaw to the nearest equivalent of an axis.
 
+A named estimator (`GraspYawConfig.named`) also reads the target's catalogue shape as the command names it ("pick
+the red cup": cup) as a one-hot over `SHAPE_NAMES` (`shape_code`); all zeros where the command names no shape ("the
+red object"). The mask alone leaves a box seen end-on, a cube and a can close to one another at the tracker's mask
+resolution; the name settles the symmetry order, and the moments are then read for the axis of a known shape.
+Training hides the name of a share of the samples (`fit_grasp_yaw`'s name_dropout) so that an unnamed prompt still
+gets the mask-only estimate. A "refined" estimator (`GraspYawConfig.mask`) reads the moments of a full-resolution
+mask segmented from the prompt box on the prompt frame (`policy.prompt_mask`) instead of the tracker's coarse one
+(`prompt_yaw_inputs`).
+
 A head trained with `ACTConfig.grasp_yaw` reads one estimate per pick, made on the prompt frame, as `YAW_DIM`
 extras per frame (`yaw_values`): the three order probabilities, and the turns from the tool's current yaw (by
 forward kinematics of the arm's state) to the nearest equivalent of the estimated axis under a half-turn and a
@@ -25,6 +34,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,6 +44,7 @@ import torch
 from torch import nn
 
 from robot.camera_view import CameraView
+from robot.sim.catalogue import Shape, UnknownObjectError, parse_shape
 
 #: Symmetry orders a grasp axis can have: 0 (any yaw grasps: ball, can), 2 (every half turn), 4 (every quarter turn).
 ORDERS: tuple[int, ...] = (0, 2, 4)
@@ -42,6 +53,10 @@ ORDERS: tuple[int, ...] = (0, 2, 4)
 YAW_INPUT_NAMES: tuple[str, ...] = (
     "m2_re", "m2_im", "m4_re", "m4_im", "box_x0", "box_y0", "box_x1", "box_y1", "area", "table_x", "table_y",
 )  # fmt: skip
+#: Catalogue shapes a named estimator reads as a one-hot input (`shape_code`), in order.
+SHAPE_NAMES: tuple[str, ...] = tuple(sorted(s.value for s in Shape))
+#: Where an estimator's orientation moments come from (`GraspYawConfig.mask`).
+MASK_SOURCES: tuple[str, ...] = ("tracked", "refined")
 #: Extras columns (`policy.features.extract` with a "+shape" spec) of the box, the area and the moments.
 _BOX, _AREA, _MOMENTS = slice(2, 6), 6, slice(7, 11)
 _FORMAT = "sam2grasp-grasp-yaw"
@@ -56,21 +71,58 @@ class GraspYawError(ValueError):
 
 @dataclass(frozen=True)
 class GraspYawConfig:
-    """hidden: units per hidden layer (>= 8); layers: hidden layers (1..4)."""
+    """hidden: units per hidden layer (>= 8); layers: hidden layers (1..4); named: the inputs end with the target's
+    shape as named by the command (`shape_code`, len(SHAPE_NAMES) more inputs); mask: where the orientation moments
+    come from, one of `MASK_SOURCES` ("tracked": the tracker's prompt-frame mask, as cached; "refined": the
+    full-resolution mask segmented from the prompt box, `policy.prompt_mask`)."""
 
     hidden: int = 128
     layers: int = 2
+    named: bool = False
+    mask: str = "tracked"
 
     def __post_init__(self) -> None:
         if not 8 <= self.hidden <= 4096:
             raise GraspYawError(f"hidden must be within 8..4096 units, got {self.hidden}")
         if not 1 <= self.layers <= 4:
             raise GraspYawError(f"layers must be within 1..4, got {self.layers}")
+        if not isinstance(self.named, bool):
+            raise GraspYawError(f"named must be true or false, got {self.named!r}")
+        if self.mask not in MASK_SOURCES:
+            raise GraspYawError(f"mask must be one of {MASK_SOURCES}, got {self.mask!r}")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The names of the network's inputs, in order."""
+        return YAW_INPUT_NAMES + (tuple(f"shape_{n}" for n in SHAPE_NAMES) if self.named else ())
 
 
-def yaw_inputs(extras: npt.ArrayLike, view: CameraView) -> npt.NDArray[np.float32]:
-    """(11,) estimator inputs from one frame's extras (a "+shape" spec: at least 11 values) and its camera; a
-    GraspYawError when the extras hold no shape moments, the mask is empty or its ray misses the table."""
+def shape_code(shape: str | None) -> npt.NDArray[np.float32]:
+    """(len(SHAPE_NAMES),) one-hot of a catalogue shape named by the command; zeros for None (no shape named); a
+    GraspYawError naming the valid shapes for another word."""
+    out = np.zeros(len(SHAPE_NAMES), dtype=np.float32)
+    if shape is None:
+        return out
+    try:
+        out[SHAPE_NAMES.index(parse_shape(shape).value)] = 1.0
+    except UnknownObjectError as exc:
+        raise GraspYawError(str(exc)) from None
+    return out
+
+
+def named_shape(phrase: str) -> str | None:
+    """The catalogue shape a target phrase names ("red cup" -> "cup"; "red object" -> None); None also when the
+    phrase names two shapes."""
+    found = {w for w in phrase.lower().split() if w in SHAPE_NAMES}
+    return found.pop() if len(found) == 1 else None
+
+
+def yaw_inputs(
+    extras: npt.ArrayLike, view: CameraView, moments: npt.ArrayLike | None = None
+) -> npt.NDArray[np.float32]:
+    """(11,) estimator inputs from one frame's extras (a "+shape" spec: at least 11 values) and its camera, with
+    `moments` (4,) in place of the extras' own when given; a GraspYawError when the extras hold no shape moments,
+    the mask is empty or its ray misses the table."""
     from policy.place import PlaceError, prompt_target
 
     ex = np.asarray(extras, dtype=np.float64)
@@ -79,6 +131,9 @@ def yaw_inputs(extras: npt.ArrayLike, view: CameraView) -> npt.NDArray[np.float3
             f"extras must hold the mask's shape moments (a '+shape' feature spec, >= {_MOMENTS.stop} values), "
             f"got shape {ex.shape}"
         )
+    if moments is not None:
+        ex = ex.copy()
+        ex[_MOMENTS] = np.asarray(moments, dtype=np.float64).reshape(4)
     if not ex[_AREA] > 0.0:
         raise GraspYawError("the mask is empty on this frame: no grasp axis can be read from it")
     try:
@@ -86,6 +141,31 @@ def yaw_inputs(extras: npt.ArrayLike, view: CameraView) -> npt.NDArray[np.float3
     except PlaceError as exc:
         raise GraspYawError(f"the mask's box does not place the target on the table: {exc}") from exc
     return np.concatenate([ex[_MOMENTS], ex[_BOX], ex[_AREA : _AREA + 1], xy]).astype(np.float32)
+
+
+def prompt_yaw_inputs(
+    config: GraspYawConfig,
+    extras: npt.ArrayLike,
+    view: CameraView,
+    rgb: npt.NDArray[np.uint8],
+    box: npt.ArrayLike,
+) -> npt.NDArray[np.float32]:
+    """(11,) inputs of an estimator of `config` on a prompt frame: its tracked extras, camera, image `rgb` (H, W, 3)
+    and prompt `box` (pixels x0, y0, x1, y1 of that image). A "refined" estimator reads the moments of the mask
+    `policy.prompt_mask.refine_prompt_mask` segments from the box, or the tracked ones where it keeps fewer than
+    2 pixels; errors as `yaw_inputs`, and for a box or image the segmentation cannot use."""
+    from policy.features import shape_moments
+    from policy.prompt_mask import PromptMaskError, refine_prompt_mask
+
+    moments = None
+    if config.mask == "refined":
+        try:
+            mask = refine_prompt_mask(rgb, box)
+        except PromptMaskError as exc:
+            raise GraspYawError(str(exc)) from None
+        if mask.sum() >= 2:
+            moments = shape_moments(mask)
+    return yaw_inputs(extras, view, moments)
 
 
 def embed_axis(order: int, axis: float) -> npt.NDArray[np.float32]:
@@ -135,7 +215,8 @@ class GraspYaw:
 
 
 class GraspYawNet(nn.Module):
-    """MLP from `YAW_INPUT_NAMES` (normalised by stored statistics) to 3 order logits + the 4-value embedding."""
+    """MLP from `GraspYawConfig.input_names` (normalised by stored statistics) to 3 order logits + the 4-value
+    embedding."""
 
     input_mean: torch.Tensor
     input_std: torch.Tensor
@@ -143,7 +224,7 @@ class GraspYawNet(nn.Module):
     def __init__(self, config: GraspYawConfig | None = None) -> None:
         super().__init__()
         self.config = config or GraspYawConfig()
-        width, n_in = self.config.hidden, len(YAW_INPUT_NAMES)
+        width, n_in = self.config.hidden, len(self.config.input_names)
         layers: list[nn.Module] = []
         for i in range(self.config.layers):
             layers += [nn.Linear(n_in if i == 0 else width, width), nn.ReLU()]
@@ -153,15 +234,18 @@ class GraspYawNet(nn.Module):
         self.register_buffer("input_std", torch.ones(n_in))
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(B, 11) inputs -> (B, 7): order logits (3) then the embedding (4)."""
+        """(B, n_in) inputs (`GraspYawConfig.input_names`) -> (B, 7): order logits (3) then the embedding (4)."""
         out: torch.Tensor = self.out(self.body((inputs - self.input_mean) / self.input_std))
         return out
 
-    def estimate(self, inputs: npt.ArrayLike) -> GraspYaw:
-        """The estimate for one (11,) input row; a GraspYawError for another shape or a non-finite value."""
+    def estimate(self, inputs: npt.ArrayLike, shape: str | None = None) -> GraspYaw:
+        """The estimate for one (11,) `yaw_inputs` row and, for a named estimator, the shape the command names (None:
+        none named; an unnamed estimator ignores it); a GraspYawError for another shape or a non-finite value."""
         x = np.asarray(inputs, dtype=np.float32)
         if x.shape != (len(YAW_INPUT_NAMES),) or not np.all(np.isfinite(x)):
             raise GraspYawError(f"inputs must be {len(YAW_INPUT_NAMES)} finite values {YAW_INPUT_NAMES}, got {x}")
+        if self.config.named:
+            x = np.concatenate([x, shape_code(shape)])
         with torch.no_grad():
             out = self(torch.from_numpy(x)[None].to(self.input_mean.device))[0].cpu()
         probs = torch.softmax(out[: len(ORDERS)], dim=0).numpy().astype(np.float32)
@@ -221,14 +305,19 @@ def fit_grasp_yaw(
     axes: npt.ArrayLike,
     config: GraspYawConfig | None = None,
     *,
+    shapes: Sequence[str] | None = None,
+    name_dropout: float = 0.25,
     steps: int = 3000,
     lr: float = 1e-3,
     seed: int = 0,
 ) -> tuple[GraspYawNet, FitReport]:
-    """Train an estimator on N samples: inputs (N, 11), orders (N,) from `ORDERS`, axes (N,) radians. Full-batch
-    Adam; loss = cross-entropy of the order + squared error of the embedding where the order defines it."""
+    """Train an estimator on N samples: inputs (N, 11), orders (N,) from `ORDERS`, axes (N,) radians, and for a
+    named config `shapes` (N,) the targets' catalogue shapes. Full-batch Adam; loss = cross-entropy of the order +
+    squared error of the embedding where the order defines it. A named estimator sees each sample's name hidden
+    with probability `name_dropout` at each step, so that it also estimates from the mask alone."""
     import time
 
+    config = config or GraspYawConfig()
     x = np.asarray(inputs, dtype=np.float32)
     o = np.asarray(orders)
     a = np.asarray(axes, dtype=np.float64)
@@ -239,6 +328,13 @@ def fit_grasp_yaw(
         raise GraspYawError(f"orders and axes must be ({n},) with finite axes, got {o.shape} and {a.shape}")
     if steps < 1 or not lr > 0:
         raise GraspYawError(f"steps must be >= 1 and lr > 0, got {steps} and {lr}")
+    if not 0.0 <= name_dropout < 1.0:
+        raise GraspYawError(f"name_dropout must be within [0, 1), got {name_dropout}")
+    if config.named:
+        if shapes is None or len(shapes) != n:
+            given = None if shapes is None else len(shapes)
+            raise GraspYawError(f"a named estimator needs the {n} samples' shapes, got {given}")
+        x = np.concatenate([x, np.stack([shape_code(s) for s in shapes])], axis=1)
     start = time.perf_counter()
     torch.manual_seed(seed)
     net = GraspYawNet(config)
@@ -252,11 +348,18 @@ def fit_grasp_yaw(
     mask[cls == ORDERS.index(2), 0:2] = 1.0
     mask[cls == ORDERS.index(4), 2:4] = 1.0
     xt = torch.from_numpy(x)
+    hidden_name = xt.clone()
+    hidden_name[:, len(YAW_INPUT_NAMES) :] = 0.0
+    draws = torch.Generator().manual_seed(seed)
     optim = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
     loss = torch.zeros(())
     for _ in range(steps):
         optim.zero_grad()
-        out = net(xt)
+        batch = xt
+        if config.named and name_dropout > 0.0:
+            hide = torch.rand(n, 1, generator=draws) < name_dropout
+            batch = torch.where(hide, hidden_name, xt)
+        out = net(batch)
         emb = out[:, len(ORDERS) :]
         loss = nn.functional.cross_entropy(out[:, : len(ORDERS)], cls) + ((emb - target) ** 2 * mask).sum() / n
         loss.backward()
@@ -271,7 +374,7 @@ def save_grasp_yaw(path: Path | str, net: GraspYawNet) -> Path:
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": _FORMAT, "config": json.dumps(asdict(net.config)), "inputs": json.dumps(YAW_INPUT_NAMES)}
+    meta = {"format": _FORMAT, "config": json.dumps(asdict(net.config)), "inputs": json.dumps(net.config.input_names)}
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out), metadata=meta)
     return out
 
@@ -293,9 +396,13 @@ def load_grasp_yaw(path: Path | str) -> GraspYawNet:
         raise GraspYawError(f"{src} is not a safetensors file: {exc}") from exc
     if meta.get("format") != _FORMAT:
         raise GraspYawError(f"{src} is not a grasp-yaw estimator (format {meta.get('format')!r}, expected {_FORMAT!r})")
-    if json.loads(meta.get("inputs", "[]")) != list(YAW_INPUT_NAMES):
-        raise GraspYawError(f"{src} was trained on other inputs ({meta.get('inputs')}); expected {YAW_INPUT_NAMES}")
-    net = GraspYawNet(GraspYawConfig(**json.loads(meta.get("config", "{}"))))
+    try:
+        config = GraspYawConfig(**json.loads(meta.get("config", "{}")))
+    except (TypeError, json.JSONDecodeError) as exc:
+        raise GraspYawError(f"{src}: its config is not a GraspYawConfig: {exc}") from None
+    if json.loads(meta.get("inputs", "[]")) != list(config.input_names):
+        raise GraspYawError(f"{src} was trained on other inputs ({meta.get('inputs')}); expected {config.input_names}")
+    net = GraspYawNet(config)
     expected = set(net.state_dict())
     missing, unexpected = expected - set(weights), set(weights) - expected
     if missing or unexpected:

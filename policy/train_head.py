@@ -217,6 +217,15 @@ def train_head(
             "a head with grasp_yaw=True needs the fitted grasp-yaw estimator its extras came from (grasp_yaw=...), "
             "and one without takes none"
         )
+    if grasp_yaw is not None and (grasp_yaw.config.named, grasp_yaw.config.mask) != (
+        config.grasp_yaw_named,
+        config.grasp_yaw_mask,
+    ):
+        raise ValueError(
+            f"the head's grasp_yaw_named={config.grasp_yaw_named}, grasp_yaw_mask={config.grasp_yaw_mask!r} but the "
+            f"estimator given was fitted with named={grasp_yaw.config.named}, mask={grasp_yaw.config.mask!r}: fit "
+            "it with the head's settings"
+        )
     out = Path(out_dir)
     distributed = dist.is_available() and dist.is_initialized()
     world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)

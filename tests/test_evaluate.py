@@ -541,3 +541,86 @@ def test_grasp_yaw_head_trains_on_out_of_fold_estimates_and_the_agent_estimates_
     row = probe_mod.probe(Path(report["policy_dir"]), data, 0.0)  # the head's own estimator on each prompt frame
     assert row["episodes"] > 0
     assert all(math.isfinite(row[k]) for k in ("start", "half", "half_lagging"))
+
+
+def test_named_refined_grasp_yaw_head_reads_the_commands_shape_and_the_prompt_boxs_mask(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`train ... --grasp-yaw --grasp-yaw-named --grasp-yaw-mask refined`: the estimator's samples carry the moments
+    of the mask segmented from each episode's first frame and box, and its targets' shapes; the head holds the
+    estimator fitted on them; the agent estimates from its prompt frame's refined mask and the shape it is given
+    (eval gives the shape its command names), and refuses a shape outside the catalogue."""
+    from pipeline.collect import CollectConfig, collect
+    from pipeline.dataset.layout import FRONT_KEY, VIDEO_PATH, episode_path
+    from pipeline.dataset.video import iter_rgb_video
+    from pipeline.train_grasp_yaw import cross_fit, grasp_yaw_samples
+    from policy.agent import AgentError
+    from policy.features import extract, shape_moments
+    from policy.grasp_yaw import GraspYawConfig, prompt_yaw_inputs
+    from policy.prompt_mask import refine_prompt_mask
+
+    data = workspace["root"] / "ds_yaw_named"
+    cell = CellConfig(image_width=64, image_height=48, scene=SceneRequest(n_objects=(3, 3)))
+    collect(CollectConfig(out=data, episodes=4, seed=20, cell=cell), progress=False)
+    tracker = load_tracker("compact", image_size=64, checkpoint=workspace["tracker"])
+    build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2+shape")), progress=False)
+    out = workspace["root"] / "run_yaw_named"
+    args = ["train", "--policy", "sam2grasp", "--data", str(data), "--out", str(out), "--place"]
+    args += ["--place-source", "prompt", "--epochs", "1", *TINY, "--grasp-yaw"]
+    assert main([*args[:7], "--epochs", "1", *TINY, "--grasp-yaw-named"]) != 0
+    assert "--grasp-yaw-named needs --grasp-yaw" in capsys.readouterr().err
+    assert main([*args, "--grasp-yaw-named", "--grasp-yaw-mask", "refined", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cache = find_cache(data)
+    samples = grasp_yaw_samples(data, cache=cache, mask="refined")
+    if len(samples.orders) < 4:
+        pytest.skip("the random tracker saw fewer than 4 prompt-frame targets")  # pragma: no cover
+    assert report["grasp_yaw"]["named"] is True
+    assert 0.0 <= report["grasp_yaw"]["out_of_fold_unnamed_order_accuracy"] <= 1.0
+    dataset = Dataset(data)
+    tracked = grasp_yaw_samples(data, cache=cache)
+    refined = 0
+    for i, e in enumerate(samples.episodes):
+        first = next(iter(iter_rgb_video(episode_path(data, VIDEO_PATH, int(e), FRONT_KEY))))
+        mask = refine_prompt_mask(first, dataset.load_episode(int(e), images=False).target_box[0])
+        meta = dataset.episode_meta(int(e))
+        assert samples.shapes[i] == next(o.shape for o in meta.objects if o.instance == meta.target)
+        if mask.sum() >= 2:
+            np.testing.assert_allclose(samples.inputs[i, :4], shape_moments(mask), atol=1e-6)
+            refined += 1
+        np.testing.assert_array_equal(samples.inputs[i, 4:], tracked.inputs[i, 4:])  # box, area, table: tracked
+    assert refined > 0
+    estimator = GraspYawConfig(named=True, mask="refined")
+    fit = cross_fit(samples, folds=2, seed=0, config=estimator)
+    head = load_policy(report["policy_dir"])
+    assert head.grasp_yaw is not None
+    assert head.grasp_yaw.config == estimator
+    for k, v in fit.final.state_dict().items():
+        assert torch.equal(head.grasp_yaw.state_dict()[k], v), k
+
+    agent = load_agent(report["policy_dir"], workspace["tracker"])
+    e = int(samples.episodes[0])
+    ep = dataset.load_episode(e)
+    view = dataset.episode_meta(e).camera
+    assert ep.rgb is not None
+    assert view is not None
+    net = agent.head.grasp_yaw
+    assert net is not None
+    seen: list[str | None] = []
+    estimate = net.estimate
+
+    def recording(inputs: Any, shape: str | None = None) -> Any:
+        seen.append(shape)
+        return estimate(inputs, shape)
+
+    monkeypatch.setattr(net, "estimate", recording)
+    _, step = agent.start(ep.rgb[0], ep.target_box[0], ep.state[0], camera=view, shape=samples.shapes[0])
+    assert seen == [samples.shapes[0]]
+    assert agent.grasp_yaw is not None
+    inputs = prompt_yaw_inputs(estimator, extract(step, agent.spec).extras, view, ep.rgb[0], ep.target_box[0])
+    np.testing.assert_allclose(agent.grasp_yaw.order_probs, estimate(inputs, samples.shapes[0]).order_probs, atol=1e-6)
+    with pytest.raises(AgentError, match="valid shapes"):
+        agent.start(ep.rgb[0], ep.target_box[0], ep.state[0], camera=view, shape="banana")
+    one_trial(report["policy_dir"], workspace, "yaw_named_eval")
+    results = json.loads((workspace["root"] / "yaw_named_eval" / "results.json").read_text())
+    assert "the target's shape as its command names it" in results["prompt"]

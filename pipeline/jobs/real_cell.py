@@ -133,7 +133,9 @@ class RealCell:
 
         cfg = self.config
         view = CameraView(self.camera.intrinsics, self.calibration.T_base_camera)
-        method = AgentChunkPredictor(agent, np.asarray(target.box, dtype=np.float64), view)
+        from policy.grasp_yaw import named_shape
+
+        method = AgentChunkPredictor(agent, np.asarray(target.box, dtype=np.float64), view, named_shape(target.phrase))
         predictor = self.view.watching(PacedPredictor(method, cfg.action_period_s, cfg.control_period_s))
         drive = RealDrive(
             self.gate,

@@ -163,7 +163,10 @@ class SimCell:
                 agent = self.load_agent()
             except (OSError, ValueError) as exc:  # a model file missing or damaged: the pick fails, nothing moved
                 return PickOutcome(False, "models_unavailable", f"the method's models cannot be loaded: {exc}")
-            predictor = AgentChunkPredictor(agent, np.asarray(target.box), self.env.camera_view())
+            from policy.grasp_yaw import named_shape
+
+            shape = named_shape(target.phrase)  # the shape the command names, never the simulator's record
+            predictor = AgentChunkPredictor(agent, np.asarray(target.box), self.env.camera_view(), shape)
 
         def on_tick(_tick: int) -> None:
             info = self.robot.last_info
