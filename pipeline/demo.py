@@ -171,7 +171,14 @@ def run_demo(
             caption = f"'{command}'  SAM2Grasp"
             prompt = np.asarray(det.box_xyxy_px, np.float32)
             trial = run_trial(
-                agent, _FixedScene(env, options), seed, cfg, frames=frames, caption=caption, prompt_box=prompt
+                agent,
+                _FixedScene(env, options),
+                seed,
+                cfg,
+                frames=frames,
+                caption=caption,
+                prompt_box=prompt,
+                command=command,
             )
             outcome, sim_s = trial.outcome, trial.sim_seconds
     finally:

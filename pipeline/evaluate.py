@@ -176,18 +176,22 @@ def run_trial(
     caption: str = "",
     safety: SafetyLayer | None = None,
     prompt_box: npt.NDArray[np.float32] | None = None,
+    command: str | None = None,
 ) -> TrialResult:
     """One closed-loop trial on `env` (an `OcclusionWrapper`); tracked frames go to `frames` when given.
 
     safety: the layer every command passes (re-seeded here with the measured joints; default a new one);
-    prompt_box: the tracker's first-frame box, pixels x0, y0, x1, y1 (default: the simulator's target box)."""
+    prompt_box: the tracker's first-frame box, pixels x0, y0, x1, y1 (default: the simulator's target box);
+    command: the text that asked for the pick, whose target's shape a SAM2Grasp agent is given (default: the
+    scene's own command naming its target)."""
+    from grounding.commands import parse_command
     from pipeline.overlay import draw_overlay
 
     obs, info = env.reset(seed)
     if isinstance(agent, SAM2GraspAgent) and agent.needs_camera:
         agent.camera = env.camera_view()  # this scene's camera calibration, for a head that reads place values
-    # the command names the target ("pick the red cup"): its shape is part of the prompt, as in the product
-    named = {"shape": info.scene.find(info.target).kind.shape.value} if isinstance(agent, SAM2GraspAgent) else {}
+    said = parse_command(info.command if command is None else command)[0].target.shape
+    shape = None if said is None else said.value
     trial = _Trial(env, agent, safety or eval_safety_layer(cfg.control_dt), obs)
     max_steps = math.ceil(cfg.max_seconds / cfg.control_dt) + 2
     error: str | None = None
@@ -208,6 +212,13 @@ def run_trial(
 
     oracle = agent.tracker is not None and agent.tracker.config.oracle
 
+    def prompt(box: npt.NDArray[np.float32]) -> tuple[F64, Any]:
+        """The agent's first action and step; a SAM2Grasp agent is also given the shape the command names, part of
+        the prompt as in the product."""
+        if isinstance(agent, SAM2GraspAgent):
+            return agent.start(obs.rgb, box, obs.state, true_mask(), shape=shape)
+        return agent.start(obs.rgb, box, obs.state, true_mask())
+
     def true_mask() -> npt.NDArray[np.bool_] | None:
         """The simulator's target mask for an oracle tracker (empty on a blacked-out frame: the camera saw nothing)."""
         if not oracle:
@@ -220,11 +231,7 @@ def run_trial(
 
     try:
         action, step = guarded(
-            lambda: trial.agent_call(
-                lambda: agent.start(
-                    obs.rgb, obs.target_box if prompt_box is None else prompt_box, obs.state, true_mask(), **named
-                )
-            )
+            lambda: trial.agent_call(lambda: prompt(obs.target_box if prompt_box is None else prompt_box))
         )
         record(step)
         while not trial.done and trial.steps < max_steps:
