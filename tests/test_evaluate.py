@@ -462,23 +462,33 @@ def test_train_grasp_yaw_reads_prompt_frames_of_a_shape_cache(
     assert load_grasp_yaw(out).config.hidden == 128
 
 
-def test_grasp_yaw_head_trains_on_out_of_fold_estimates_and_the_agent_estimates_as_training_did(
-    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`train --place --place-source prompt --grasp-yaw` on a 4-episode '+shape' cache: the extras end with the
-    yaw values of each episode's out-of-fold estimate, the head holds the estimator fitted on all episodes, and the
-    agent estimates on its prompt frame what that estimator gives for the cached prompt frame, feeds the values
-    from its own arm state, and runs in eval. Fewer than 4 usable episodes, or no --place, is refused."""
+@pytest.fixture(scope="module")
+def yaw_data(workspace: dict[str, Path]) -> Path:
+    """4 collected episodes (64 x 48, 3 objects, seed 20) with a 'pooled2+shape' cache: enough prompt frames for
+    the grasp-yaw estimator's cross-fit."""
     from pipeline.collect import CollectConfig, collect
-    from pipeline.train_grasp_yaw import cross_fit, grasp_yaw_samples
-    from policy.features import extract
-    from policy.grasp_yaw import YAW_DIM, yaw_inputs, yaw_values
 
     data = workspace["root"] / "ds_yaw"
     cell = CellConfig(image_width=64, image_height=48, scene=SceneRequest(n_objects=(3, 3)))
     collect(CollectConfig(out=data, episodes=4, seed=20, cell=cell), progress=False)
     tracker = load_tracker("compact", image_size=64, checkpoint=workspace["tracker"])
     build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2+shape")), progress=False)
+    return data
+
+
+def test_grasp_yaw_head_trains_on_out_of_fold_estimates_and_the_agent_estimates_as_training_did(
+    workspace: dict[str, Path], yaw_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train --place --place-source prompt --grasp-yaw` on a 4-episode '+shape' cache: the extras end with the
+    yaw values of each episode's out-of-fold estimate, the head holds the estimator fitted on all episodes, and the
+    agent estimates on its prompt frame what that estimator gives for the cached prompt frame, feeds the values
+    from its own arm state, and runs in eval. Fewer than 4 usable episodes, or no --place, is refused."""
+    from pipeline.train_grasp_yaw import cross_fit, grasp_yaw_samples
+    from policy.features import extract
+    from policy.grasp_yaw import YAW_DIM, yaw_inputs, yaw_values
+
+    data = yaw_data
+    tracker = load_tracker("compact", image_size=64, checkpoint=workspace["tracker"])
     out = workspace["root"] / "run_yaw"
     args = ["train", "--policy", "sam2grasp", "--data", str(data), "--out", str(out), "--place"]
     args += ["--place-source", "prompt", "--epochs", "1", *TINY]
@@ -544,13 +554,12 @@ def test_grasp_yaw_head_trains_on_out_of_fold_estimates_and_the_agent_estimates_
 
 
 def test_named_refined_grasp_yaw_head_reads_the_commands_shape_and_the_prompt_boxs_mask(
-    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    workspace: dict[str, Path], yaw_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`train ... --grasp-yaw --grasp-yaw-named --grasp-yaw-mask refined`: the estimator's samples carry the moments
     of the mask segmented from each episode's first frame and box, and its targets' shapes; the head holds the
     estimator fitted on them; the agent estimates from its prompt frame's refined mask and the shape it is given
     (eval gives the shape its command names), and refuses a shape outside the catalogue."""
-    from pipeline.collect import CollectConfig, collect
     from pipeline.dataset.layout import FRONT_KEY, VIDEO_PATH, episode_path
     from pipeline.dataset.video import iter_rgb_video
     from pipeline.train_grasp_yaw import cross_fit, grasp_yaw_samples
@@ -559,11 +568,7 @@ def test_named_refined_grasp_yaw_head_reads_the_commands_shape_and_the_prompt_bo
     from policy.grasp_yaw import GraspYawConfig, prompt_yaw_inputs
     from policy.prompt_mask import refine_prompt_mask
 
-    data = workspace["root"] / "ds_yaw_named"
-    cell = CellConfig(image_width=64, image_height=48, scene=SceneRequest(n_objects=(3, 3)))
-    collect(CollectConfig(out=data, episodes=4, seed=20, cell=cell), progress=False)
-    tracker = load_tracker("compact", image_size=64, checkpoint=workspace["tracker"])
-    build_cache(data, tracker, cache_key("compact", tracker, parse_feature_spec("pooled2+shape")), progress=False)
+    data = yaw_data
     out = workspace["root"] / "run_yaw_named"
     args = ["train", "--policy", "sam2grasp", "--data", str(data), "--out", str(out), "--place"]
     args += ["--place-source", "prompt", "--epochs", "1", *TINY, "--grasp-yaw"]
