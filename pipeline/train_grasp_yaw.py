@@ -19,7 +19,6 @@ import numpy.typing as npt
 from policy.cache_store import FeatureCache
 from policy.chunks import split_by_episode
 from policy.grasp_yaw import (
-    MASK_SOURCES,
     FitReport,
     GraspYaw,
     GraspYawConfig,
@@ -73,8 +72,7 @@ def grasp_yaw_samples(
     from pipeline.dataset.video import iter_rgb_video
     from pipeline.train_policy import find_cache
 
-    if mask not in MASK_SOURCES:
-        raise GraspYawError(f"mask must be one of {MASK_SOURCES}, got {mask!r}")
+    source = GraspYawConfig(mask=mask)  # an unknown mask source is refused here, naming the valid ones
     cache = cache or find_cache(data, features)
     if not cache.spec.shape:
         raise GraspYawError(f"cache {cache.path} ({cache.spec.name}) has no shape moments; cache a '+shape' spec")
@@ -95,7 +93,7 @@ def grasp_yaw_samples(
                 frames = iter_rgb_video(episode_path(dataset.root, VIDEO_PATH, e, FRONT_KEY))
                 first = next(iter(frames))
                 box = dataset.load_episode(e, images=False).target_box[0]
-                inputs = prompt_yaw_inputs(GraspYawConfig(mask=mask), extras, meta.camera, first, box)
+                inputs = prompt_yaw_inputs(source, extras, meta.camera, first, box)
         except GraspYawError:
             continue  # the target is hidden on the prompt frame: nothing to read
         order, axis = target_label(record.shape, record.quat)
