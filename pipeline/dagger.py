@@ -31,7 +31,7 @@ import numpy as np
 from pipeline.collect import episode_frame, object_records, recorded_episode, recording
 from pipeline.dataset.reader import Dataset
 from pipeline.dataset.records import Episode, Frame
-from pipeline.evaluate import eval_safety_layer
+from pipeline.evaluate import command_shape, eval_safety_layer
 from policy.agent import SAM2GraspAgent, ee_to_joints
 from robot.safety import SafetyLayer
 from robot.sim.config import CellConfig
@@ -122,7 +122,7 @@ def run_rollout(
     objects = object_records(info, obs)
     frames: list[Frame] = []
     takeover, takeover_step = "", -1
-    shape = info.scene.find(info.target).kind.shape.value  # named by the scene's command
+    shape = command_shape(info.command)  # the shape the scene's command names, as eval gives it
     action, _ = agent.start(obs.rgb, obs.target_box, obs.state, camera=env.camera_view(), shape=shape)
     outcome: Outcome | None = None
     while outcome is None:

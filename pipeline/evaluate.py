@@ -167,6 +167,15 @@ def eval_safety_layer(control_dt: float) -> SafetyLayer:
     return SafetyLayer(SafetyLimits(violation_mode="clamp"), tcp_offset=TCP_OFFSET, period_s=control_dt)
 
 
+def command_shape(command: str) -> str | None:
+    """The catalogue shape a pick command names for its (first) target, read as grounding reads it ("pick the left
+    red cup" -> "cup"; None when it names no shape)."""
+    from grounding.commands import parse_command
+
+    said = parse_command(command)[0].target.shape
+    return None if said is None else said.value
+
+
 def run_trial(
     agent: EvalAgent,
     env: Any,
@@ -184,14 +193,12 @@ def run_trial(
     prompt_box: the tracker's first-frame box, pixels x0, y0, x1, y1 (default: the simulator's target box);
     command: the text that asked for the pick, whose target's shape a SAM2Grasp agent is given (default: the
     scene's own command naming its target)."""
-    from grounding.commands import parse_command
     from pipeline.overlay import draw_overlay
 
     obs, info = env.reset(seed)
     if isinstance(agent, SAM2GraspAgent) and agent.needs_camera:
         agent.camera = env.camera_view()  # this scene's camera calibration, for a head that reads place values
-    said = parse_command(info.command if command is None else command)[0].target.shape
-    shape = None if said is None else said.value
+    shape = command_shape(info.command if command is None else command)
     trial = _Trial(env, agent, safety or eval_safety_layer(cfg.control_dt), obs)
     max_steps = math.ceil(cfg.max_seconds / cfg.control_dt) + 2
     error: str | None = None

@@ -251,7 +251,8 @@ def cross_fit(
         net, _ = _fit(samples, np.nonzero(fold != k)[0], config, steps, seed)
         for i in np.nonzero(fold == k)[0]:
             estimates[i] = net.estimate(samples.inputs[i], samples.shapes[i])
-            unnamed[i] = net.estimate(samples.inputs[i], None)
+            if net.config.named:  # an unnamed estimator ignores the shape: its estimates are the same
+                unnamed[i] = net.estimate(samples.inputs[i], None)
     final, _ = _fit(samples, np.arange(n), config, steps, seed)
     done = [e for e in estimates if e is not None]
     accuracy, errors = held_out_errors(samples, np.arange(n), done)

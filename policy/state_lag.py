@@ -17,7 +17,8 @@ Measured (`models/sam2grasp_head.md`): the head shipped before the grasp-yaw inp
 up to 30 frames together with takeover episodes, still predicts almost no turn from an arm whose wrist lags
 (`bench/wrist_probe.py`, the same reading as the head before it), so the lag does not cure that reliance; trained
 without the lag the same head picks 40 of 50 tuning scenes against 38 with it: the gain came from the takeover
-episodes. The shipped grasp-yaw head, trained with the same lag, reads the same (0.01 from a lagging wrist).
+episodes. The first grasp-yaw head, trained with the same lag, read the same (0.01 from a lagging wrist); the
+shipped one, whose estimator also reads the named shape and a refined prompt mask, reads 0.15.
 """
 
 from __future__ import annotations
