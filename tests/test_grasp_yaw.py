@@ -199,6 +199,16 @@ def test_bad_inputs_and_files_are_clear_errors(tmp_path: Path) -> None:
     save_file(weights, str(tmp_path / "extra.safetensors"), metadata=meta)
     with pytest.raises(GraspYawError, match="unexpected \\['extra'\\]"):
         load_grasp_yaw(tmp_path / "extra.safetensors")
+    # a file saved before the named / mask options (its config holds neither) loads as a tracked, unnamed one
+    import json
+
+    older = {**meta, "config": json.dumps({"hidden": 8, "layers": 1})}
+    save_file(load_file(str(path)), str(tmp_path / "older.safetensors"), metadata=older)
+    assert load_grasp_yaw(tmp_path / "older.safetensors").config == GraspYawConfig(hidden=8, layers=1)
+    bad = {**meta, "config": json.dumps({"hidden": 8, "layers": 1, "colour": "red"})}
+    save_file(load_file(str(path)), str(tmp_path / "bad.safetensors"), metadata=bad)
+    with pytest.raises(GraspYawError, match="its config is not a GraspYawConfig"):
+        load_grasp_yaw(tmp_path / "bad.safetensors")
 
 
 def test_yaw_values_give_the_turn_left_from_the_arms_tool_yaw() -> None:
