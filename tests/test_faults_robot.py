@@ -48,6 +48,7 @@ def test_rtde_connection_drop_then_return() -> None:
     assert_safe(r, "disconnected")
     assert r.extra["reconnect_calls"] == 2  # bounded retries, then the loop ended
     assert r.safe_stop_ms <= 20.0  # simulated: the control tick after the servo tick that lost the link
+    assert r.detect_ms == pytest.approx(r.safe_stop_ms)  # stopped on the tick that read the drop
 
 
 def test_gripper_socket_timeout() -> None:
@@ -55,6 +56,7 @@ def test_gripper_socket_timeout() -> None:
     assert_safe(r, "robot_error")
     assert "GripperTimeoutError" in r.detail
     assert r.safe_stop_ms <= 200.0 + 2000.0  # the 0.2 s reply timeout, plus margin for a loaded machine
+    assert r.detect_ms >= 200.0  # a silent socket is known only once the reply timeout ran out
 
 
 @pytest.mark.render

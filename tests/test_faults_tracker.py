@@ -36,6 +36,8 @@ def test_target_leaves_view_fail_ends_at_once() -> None:
     r = tracker_leaves_view(LossAction.FAIL)
     assert_safe(r, "stopped", "tracker_lost")
     assert r.safe_stop_ms == pytest.approx(LOSS_MS, abs=60.0)
+    assert r.detect_ms == pytest.approx(r.safe_stop_ms)  # simulated time: stopped on the tick that decided
+    assert r.react_ms == 0.0
 
 
 @pytest.mark.render
@@ -44,7 +46,9 @@ def test_target_leaves_view_hold_ends_after_hold_s() -> None:
     assert_safe(r, "stopped", "tracker_lost")
     assert "after holding" in r.detail
     assert r.extra["held_ticks"] >= 19  # held still for hold_s = 1 s before ending
-    assert r.safe_stop_ms == pytest.approx(LOSS_MS + 1000.0, abs=110.0)
+    assert r.detect_ms == pytest.approx(LOSS_MS, abs=60.0)  # the hold began
+    assert r.safe_stop_ms == pytest.approx(r.detect_ms, abs=60.0)  # still from the hold on, not from the stop
+    assert r.extra["stop_ms"] == pytest.approx(LOSS_MS + 1000.0, abs=110.0)
 
 
 @pytest.mark.render

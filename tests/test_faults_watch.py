@@ -3,12 +3,13 @@ tick by tick with a fake clock."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
-from pipeline.faults.core import LimitChecker, RecordingRobot
+from pipeline.faults.core import LimitChecker, RecordingRobot, ScenarioResult
 from pipeline.runtime import ChunkQueue, ControlConfig, ControlLoop, EndReason
 from pipeline.runtime.perception_watch import LossAction, PerceptionWatch, Verdict, WatchConfig
 from robot.protocols import RobotStatus
@@ -31,15 +32,18 @@ def feed(watch: PerceptionWatch, scores: list[float], dt: float = 0.05, t0: floa
 def test_loss_needs_n_consecutive_low_scores_then_fail_ends_with_tracker_lost() -> None:
     watch = PerceptionWatch(WatchConfig(lost_frames=3, on_loss=LossAction.FAIL))
     assert feed(watch, [1.0, -1.0, -1.0, 1.0, -1.0, -1.0]) == [Verdict.RUN] * 6  # a good frame resets the count
+    assert watch.first_action_s is None
     end = watch.check_track(-1.0, BOX, 1.0, None)
     assert end.verdict == Verdict.END
     assert end.reason == "tracker_lost"
+    assert watch.first_action_s == 1.0
 
 
 def test_hold_waits_for_the_target_then_resumes_or_ends_after_hold_s() -> None:
     watch = PerceptionWatch(WatchConfig(lost_frames=2, hold_s=0.2))
     assert feed(watch, [-1.0, -1.0, -1.0]) == [Verdict.RUN, Verdict.HOLD, Verdict.HOLD]
     assert watch.holding
+    assert watch.first_action_s == 0.05  # the second low frame began the hold
     assert watch.check_track(2.0, BOX, 0.15, None).verdict == Verdict.RUN
     assert not watch.holding
     verdicts = feed(watch, [-1.0] * 7, t0=1.0)  # lost at 1.05 s; the last frame at 1.30 s has held 0.25 s
@@ -86,6 +90,7 @@ def test_camera_frozen_missing_and_late_frames_are_skipped_until_the_timeout() -
     end = watch.check_frame(Frame(0.11), 0.45)
     assert (end.verdict, end.reason) == (Verdict.END, "camera_lost")
     assert "0.350 s" in end.detail
+    assert watch.first_action_s == 0.45  # skipping frames is not acting; ending the run is
 
 
 def test_config_errors_name_the_valid_values() -> None:
@@ -148,3 +153,16 @@ def test_limit_checker_catches_a_command_outside_the_limits() -> None:
     assert any("joint step" in v for v in checker.violations)
     checker.check(np.full(6, np.nan))
     assert any("non-finite" in v for v in checker.violations)
+
+
+def test_scenario_rows_split_the_safe_stop_into_detection_and_reaction() -> None:
+    held_first = ScenarioResult("s", "stopped", "stopped", "policy_stalled", safe_stop_ms=60.0, detect_ms=150.0)
+    assert held_first.react_ms == 0.0  # already holding still when the runtime decided
+    slow = ScenarioResult("s", "stopped", "stopped", "robot_error", safe_stop_ms=203.64, detect_ms=200.0)
+    assert slow.react_ms == pytest.approx(3.64)
+    row = slow.row()
+    assert (row["safe_stop_ms"], row["detect_ms"], row["react_ms"]) == (203.6, 200.0, 3.6)
+    unknown = ScenarioResult("s", "stopped", "stopped", "x", safe_stop_ms=5.0)
+    assert math.isnan(unknown.react_ms)
+    assert unknown.row()["detect_ms"] is None
+    assert unknown.row()["react_ms"] is None

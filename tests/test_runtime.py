@@ -197,6 +197,28 @@ def test_holds_without_predictions_then_ends_policy_stalled() -> None:
     assert robot.commands_at_stop == [15]
 
 
+def test_the_end_is_stamped_on_the_loops_clock_when_it_was_decided() -> None:
+    now = [0.0]
+    queue = ChunkQueue()
+    safety = SafetyLayer(SafetyLimits(), tcp_offset=TCP_OFFSET, period_s=PERIOD)
+    config = ControlConfig(period_s=PERIOD, hold_timeout_s=0.055)
+    loop = ControlLoop(FakeRobot(), queue, safety, None, config, clock=lambda: now[0])
+    loop.begin(0.0)
+    queue.put(hold_chunk(10, offset=0.02), 0)
+    for n in range(100):
+        now[0] = n * PERIOD
+        if loop.tick(n, now[0]) is not None:
+            break
+    now[0] = 9.0
+    loop.stop(EndReason.STOP_REQUESTED, "later")  # the first decision wins: reason and stamp stay
+    result = loop.finish()
+    assert result.reason == EndReason.POLICY_STALLED
+    assert result.ended_s == pytest.approx(15 * PERIOD)  # tick 15 found the policy stalled
+    undecided, _, _ = make_loop()
+    undecided.begin(0.0)
+    assert math.isnan(undecided.finish().ended_s)  # finished without a decided end: no stamp
+
+
 def test_waits_for_the_first_prediction_within_its_own_timeout() -> None:
     loop, _, robot = make_loop(first_prediction_timeout_s=0.105, hold_timeout_s=0.0)
     loop.begin(0.0)

@@ -32,7 +32,10 @@ class ScenarioResult:
     end_state: "running" (the fault did not end the run), "resumed" (it held or re-grounded, then went on),
     "stopped" (the run ended and the arm was stopped), "recovered" (stopped, then the next run started cleanly),
     "error" (a clear error, nothing corrupted); reason: the end reason or error; safe_stop_ms: milliseconds from
-    the fault to the arm being safe (stop called or holding still; NaN where nothing had to stop);
+    the fault to the arm being safe (stop called or holding still; NaN where nothing had to stop); detect_ms:
+    milliseconds from the fault to the moment the runtime acted on it (a hold began or the run's end was decided:
+    the detection window, mostly a configured limit such as the camera's timeout; NaN where not observable);
+    `react_ms` is what is left of safe_stop_ms after detect_ms (0 where the arm was already safe);
     data_intact: files on disk still valid (True where no files are involved); limit_violations: commands outside
     the safety limits; stop_called: robot.stop() ran at the end; moved_after_stop: commands sent after that.
     """
@@ -42,6 +45,7 @@ class ScenarioResult:
     end_state: str
     reason: str
     safe_stop_ms: float = float("nan")
+    detect_ms: float = float("nan")
     data_intact: bool = True
     limit_violations: int = 0
     stop_called: bool = True
@@ -60,10 +64,19 @@ class ScenarioResult:
             and self.moved_after_stop == 0
         )
 
+    @property
+    def react_ms(self) -> float:
+        """Milliseconds from the runtime acting on the fault to the arm being safe (0 where the arm was safe
+        before the runtime acted, e.g. holding once the queued motion ran out); NaN where either time is."""
+        left = self.safe_stop_ms - self.detect_ms
+        return left if math.isnan(left) else max(left, 0.0)
+
     def row(self) -> dict[str, Any]:
         """The JSON row of bench/faults.py."""
         out = asdict(self)
-        out["safe_stop_ms"] = None if math.isnan(self.safe_stop_ms) else round(self.safe_stop_ms, 1)
+        for name in ("safe_stop_ms", "detect_ms", "react_ms"):
+            value = getattr(self, name)
+            out[name] = None if math.isnan(value) else round(value, 1)
         out["passed"] = self.passed
         return out
 

@@ -32,23 +32,32 @@ def _summary(
         text = outcome or reason.value
     else:
         state, text = "stopped", outcome or reason.value
-    safe = float("nan")
+    safe = detect = float("nan")
+    # when the runtime first acted on the fault: the watch held, re-grounded or ended the run, or the loop ended
+    acted = [t for t in (watch.first_action_s, result.ended_s) if t is not None and t >= fault_t - 1e-9]
     if state == "stopped" and arm.stops:
-        safe = max(arm.stops[0] - fault_t, 0.0) * 1000.0
+        # safe: stopped, or holding still from the runtime's first action on (a hold before the run ended)
+        still = arm.first_still_after(min(acted)) if acted else None
+        safe = max((arm.stops[0] if still is None else still) - fault_t, 0.0) * 1000.0
+        detect = max(min(acted) - fault_t, 0.0) * 1000.0 if acted else float("nan")
     elif state == "resumed":
         still = arm.first_still_after(fault_t)
         safe = float("nan") if still is None else max(still - fault_t, 0.0) * 1000.0
+        held = watch.first_action_s
+        detect = float("nan") if held is None else max(held - fault_t, 0.0) * 1000.0
     return ScenarioResult(
         scenario=name,
         expected_end_state=expected,
         end_state=state,
         reason=text,
         safe_stop_ms=safe,
+        detect_ms=detect,
         limit_violations=arm.violations,
         stop_called=bool(arm.stops),
         moved_after_stop=arm.moved_after_stop(),
         detail=result.detail,
         extra={
+            "stop_ms": (arm.stops[0] - fault_t) * 1000.0 if arm.stops else float("nan"),
             "ticks": result.ticks,
             "held_ticks": result.held_ticks,
             "holds": watch.holds,

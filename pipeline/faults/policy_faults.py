@@ -100,8 +100,11 @@ def policy_fault(failure: str) -> ScenarioResult:
     if result is None:
         raise RuntimeError("the control loop did not end within 35 s")
     fault = predictor.fault_at
-    safe = float("nan") if fault is None or not arm.stops else (arm.stops[0] - fault) * 1000.0
+    # safe: the arm holds still (the queued motion ran out) or was stopped, whichever came first
     still = None if fault is None else arm.first_still_after(fault)
+    safe = float("nan") if fault is None or still is None else (still - fault) * 1000.0
+    stop = float("nan") if fault is None or not arm.stops else (arm.stops[0] - fault) * 1000.0
+    detect = float("nan") if fault is None else (result.ended_s - fault) * 1000.0
     held_for = float("nan") if still is None or not arm.stops else (arm.stops[0] - still) * 1000.0
     return ScenarioResult(
         scenario=f"policy_{failure}",
@@ -109,11 +112,13 @@ def policy_fault(failure: str) -> ScenarioResult:
         end_state="stopped" if arm.stops else "running",
         reason=result.reason.value,
         safe_stop_ms=safe,
+        detect_ms=detect,
         limit_violations=arm.violations,
         stop_called=bool(arm.stops),
         moved_after_stop=arm.moved_after_stop(),
         detail=result.detail,
         extra={
+            "stop_ms": stop,
             "halt_after_hold_ms": held_for,
             "hold_timeout_ms": HOLD_TIMEOUT_S * 1000.0,
             "policy_end": None if presult is None else presult.reason.value,

@@ -121,7 +121,7 @@ def rtde_drop_and_return() -> ScenarioResult:
     arm = RecordingRobot(driver, ctl.clock, period_s=period, limits=config.safety, tcp_offset=config.tcp_offset)
     safety = SafetyLayer(config.safety, tcp_offset=config.tcp_offset, period_s=period)
     queue = ChunkQueue()
-    loop = ControlLoop(arm, queue, safety, config=ControlConfig(period_s=period))
+    loop = ControlLoop(arm, queue, safety, config=ControlConfig(period_s=period), clock=ctl.clock)
     goal = np.append(np.asarray(HOME_Q) + 0.05, 0.05)
     queue.put(np.tile(goal, (400, 1)), 0)
     drop_t = float("nan")
@@ -152,6 +152,7 @@ def rtde_drop_and_return() -> ScenarioResult:
         end_state="recovered" if stopped and clean else ("stopped" if stopped else "running"),
         reason=result.reason.value,
         safe_stop_ms=safe,
+        detect_ms=(result.ended_s - drop_t) * 1000.0,
         limit_violations=arm.violations,
         stop_called=bool(arm.stops),
         moved_after_stop=arm.moved_after_stop() + len(servo_after),
@@ -226,6 +227,7 @@ def gripper_socket_timeout() -> ScenarioResult:
         end_state="recovered" if stopped and clean else ("stopped" if stopped else "running"),
         reason=result.reason.value,
         safe_stop_ms=(arm.stops[0] - fault_t) * 1000.0 if arm.stops else float("nan"),
+        detect_ms=(result.ended_s - fault_t) * 1000.0,
         limit_violations=arm.violations,
         stop_called=bool(arm.stops),
         moved_after_stop=arm.moved_after_stop(),

@@ -252,7 +252,7 @@ def build_run(watch: PerceptionWatch, target: str = TARGET, hold_timeout_s: floa
     safety = SafetyLayer(SafetyLimits(), tcp_offset=TCP_OFFSET, period_s=period)
     queue = ChunkQueue()
     cfg = ControlConfig(period_s=period, hold_timeout_s=hold_timeout_s, ensemble_m=-20.0)
-    control = ControlLoop(arm, queue, safety, gripper=arm, config=cfg)
+    control = ControlLoop(arm, queue, safety, gripper=arm, config=cfg, clock=lambda: sim.time)
     policy = PolicyLoop(predictor, camera, queue, control, watch=watch, clock=lambda: sim.time)
     run = SimRun(env, sim, arm, tracker, predictor, camera, watch, control, policy)
     run_box.append(run)

@@ -111,6 +111,7 @@ class SimDrive:
             gripper=robot,
             # lockstep: a prediction is made every tick, so "stalled" means the predictor itself stopped
             config=ControlConfig(period_s=period, ensemble_m=ensemble_m, hold_timeout_s=10 * period),
+            clock=lambda: robot.time,  # stepped in simulated time: the loop's end is stamped with it
         )
         if watch == "auto":
             watch = PerceptionWatch(WatchConfig()) if tracks_target(predictor) else None

@@ -108,7 +108,8 @@ class LoopResult:
     reason, detail: why; ticks: commands sent; predicted_ticks: ticks that had a prediction; held_ticks: ticks
     that held the last command; clamped_ticks: commands the safety layer changed; missed_ticks: deadlines
     skipped after an overrun; period_error_p50_s / p99_s / max_s: lateness of tick starts behind their deadlines,
-    seconds (NaN when no tick was timed).
+    seconds (NaN when no tick was timed); ended_s: when the end was decided, seconds on the loop's clock (the first
+    `stop()` or end condition; NaN for a loop that ended without either, e.g. a crash outside a tick).
     """
 
     reason: EndReason
@@ -121,13 +122,15 @@ class LoopResult:
     period_error_p50_s: float = float("nan")
     period_error_p99_s: float = float("nan")
     period_error_max_s: float = float("nan")
+    ended_s: float = float("nan")
 
 
 class ControlLoop:
     """Streams ensembled, safety-checked commands from `queue` to `robot` (and `gripper`) once per period.
 
     Use `start()` / `stop()` / `join()` for the threaded loop, or `begin()`, `tick()` and `finish()` to drive it
-    step by step with simulated time. `clock` returns seconds (monotonic).
+    step by step with simulated time. `clock` returns seconds (monotonic): the threaded loop's deadlines and, in
+    both uses, the moment the end was decided (`LoopResult.ended_s`; give a stepped loop the simulated clock).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class ControlLoop:
         self._send_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._end: tuple[EndReason, str] | None = None
+        self._ended_s = float("nan")
         self._result: LoopResult | None = None
         self._thread: threading.Thread | None = None
         self._thread_id: int | None = None
@@ -411,15 +415,17 @@ class ControlLoop:
             p50,
             p99,
             worst,
+            self._ended_s,
         )
         self._done.set()
         log.info("control loop ended: %s after %d ticks %s", reason.value, c["ticks"], detail)
         return self._result
 
     def _set_end(self, reason: EndReason, detail: str) -> EndReason:
+        now = self.clock()
         with self._state_lock:
             if self._end is None:
-                self._end = (reason, detail)
+                self._end, self._ended_s = (reason, detail), now
             return self._end[0]
 
     def _end_reason(self) -> EndReason:

@@ -95,7 +95,7 @@ def run_lockstep(
         )
     safety = safety or SafetyLayer(SafetyLimits(), tcp_offset=TCP_OFFSET, period_s=ctrl.period_s)
     queue = ChunkQueue(staleness_ticks=cfg.staleness_ticks)
-    loop = ControlLoop(robot, queue, safety, gripper=robot, config=ctrl)
+    loop = ControlLoop(robot, queue, safety, gripper=robot, config=ctrl, clock=lambda: robot.time)
     pending: list[tuple[int, int, F64]] = []  # (tick it becomes usable, tick it was observed at, chunk)
     times: list[float] = []
     next_obs = 0

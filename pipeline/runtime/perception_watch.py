@@ -150,6 +150,8 @@ class PerceptionWatch:
         self.skipped = 0
         self.holds = 0
         self.lost_events = 0
+        #: When the watch first acted (held, re-grounded or ended the run), seconds on the caller's clock.
+        self.first_action_s: float | None = None
 
     @property
     def holding(self) -> bool:
@@ -176,6 +178,7 @@ class PerceptionWatch:
         self.skipped += 1
         gone = now_s - self._last_fresh
         if gone > cfg.camera_timeout_s:
+            self._acted(now_s)
             detail = f"no fresh frame for {gone:.3f} s (limit {cfg.camera_timeout_s} s); last problem: {why}"
             return WatchDecision(Verdict.END, WatchReason.CAMERA_LOST.value, detail)
         return WatchDecision(Verdict.SKIP, "", why)
@@ -228,7 +231,12 @@ class PerceptionWatch:
         self._last_box = centre
         return True
 
+    def _acted(self, now_s: float) -> None:
+        if self.first_action_s is None:
+            self.first_action_s = now_s
+
     def _on_loss(self, now_s: float, frame: Any, why: str) -> WatchDecision:
+        self._acted(now_s)
         action = self.config.on_loss
         if action == LossAction.FAIL:
             return WatchDecision(Verdict.END, WatchReason.TRACKER_LOST.value, why)
