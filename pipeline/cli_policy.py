@@ -318,11 +318,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             f"{report.policy_type} ({report.feature_spec}), {report.mode}, {report.trials} trials per level, "
             f"{report.seconds:.0f} s; {report.results}"
         )
-        print("   p   success  wilson 95%      empty-grasp  failed-input  step ms  visible")
+        print("   p   success  wilson 95%      empty-grasp  between-objects  failed-input  step ms  visible")
         for lv in report.levels:
             print(
                 f"{lv.occlusion:4.2f}  {lv.rate:6.1%}  [{lv.wilson_low:5.1%}, {lv.wilson_high:5.1%}]  "
-                f"{lv.empty_grasp_share:11.1%}  {lv.failed_input:12d}  {lv.mean_step_ms:7.1f}  {lv.visible_share:7.1%}"
+                f"{lv.empty_grasp_share:11.1%}  {lv.between_objects_share:15.1%}  {lv.failed_input:12d}  "
+                f"{lv.mean_step_ms:7.1f}  {lv.visible_share:7.1%}"
             )
         print(f"plot: {report.plot}")
     return 0

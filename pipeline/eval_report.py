@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from pipeline.empty_closes import site_counts
 from pipeline.wilson import wilson_interval
 from robot.sim.outcome import Outcome
 
@@ -28,8 +29,8 @@ class TrialResult:
     """One trial: its scene seed, outcome, control steps sent, simulated seconds, mean agent step (ms), share of
     tracker steps with the target visible, share of frames blacked out, steps clamped by the safety layer, IK
     failures (ee mode), extra steps executed while waiting for inference (latency mode), the agent error (for
-    failed_input), the video written (if any) and the steps taken from earlier chunks on frames where the target
-    was not seen (SAM2Grasp's coasting)."""
+    failed_input), the video written (if any), the steps taken from earlier chunks on frames where the target
+    was not seen (SAM2Grasp's coasting) and where each close on nothing happened (`pipeline.empty_closes`)."""
 
     seed: int
     outcome: str
@@ -44,13 +45,16 @@ class TrialResult:
     error: str | None = None
     video: str | None = None
     coasted_steps: int = 0
+    empty_close_sites: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class LevelResult:
     """All trials of one occlusion level: success rate with its Wilson 95% interval and the outcome mix.
 
-    empty_grasp_share: trials that closed the gripper on empty space (the multi-modality failure)."""
+    empty_grasp_share: trials that ended with the gripper closed on empty space; empty_close_sites: closes on
+    nothing during the trials, by where the TCP stood (`pipeline.empty_closes.CLOSE_SITES`); between_objects_share:
+    trials that closed on nothing between two objects at least once (the multi-modality failure)."""
 
     occlusion: float
     trials: int
@@ -67,6 +71,8 @@ class LevelResult:
     seeds: list[int]
     videos: list[str]
     episodes: list[TrialResult] = field(default_factory=list)
+    empty_close_sites: dict[str, int] = field(default_factory=dict)
+    between_objects_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,8 @@ class EvalReport:
     "act-cvae-condition"); feature_spec: its input (a SAM2 feature spec, or "rgbWxH[+box]" for a baseline);
     coast_unseen: SAM2Grasp took the actions of frames where the target was not seen from earlier chunks (see
     `SAM2GraspAgent`), False for a baseline; chunk_execution: how the head's chunks became actions
-    ("ensemble m=0.01", "first N of each chunk"; "" where the policy does not say)."""
+    ("ensemble m=0.01", "first N of each chunk"; "" where the policy does not say); between_objects_share: trials
+    of all levels that closed on nothing between two objects at least once."""
 
     policy: str
     tracker_checkpoint: str
@@ -103,6 +110,7 @@ class EvalReport:
     policy_type: str = "sam2grasp"
     coast_unseen: bool = False
     chunk_execution: str = ""
+    between_objects_share: float = 0.0
 
 
 def level_result(p: float, results: list[TrialResult], videos: list[str]) -> LevelResult:
@@ -127,6 +135,8 @@ def level_result(p: float, results: list[TrialResult], videos: list[str]) -> Lev
         seeds=[r.seed for r in results],
         videos=videos,
         episodes=results,
+        empty_close_sites=site_counts([r.empty_close_sites for r in results]),
+        between_objects_share=sum("between_objects" in r.empty_close_sites for r in results) / n,
     )
 
 

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pipeline.atomic_file import write_json
+from pipeline.empty_closes import EmptyCloseWatch, table_footprints
 from pipeline.eval_report import FAILED_INPUT, EvalReport, LevelResult, TrialResult, level_result
 from policy.agent import SAM2GraspAgent, ee_to_joints
 from policy.image_agent import ImageACTAgent
@@ -128,6 +129,7 @@ class _Trial:
         self.visible: list[bool] = []
         self.outcome: Outcome | None = None
         self.done = False
+        self.closes = EmptyCloseWatch()
 
     def agent_call(self, call: Callable[[], tuple[F64, Any]]) -> tuple[F64, Any]:
         t0 = time.perf_counter()
@@ -151,6 +153,7 @@ class _Trial:
         self.obs = obs
         self.last_cmd = command
         self.steps += 1
+        self.closes.update(obs.gripper_width, obs.tcp_pose[:2], lambda: table_footprints(self.env))
         if terminated or truncated:
             self.outcome, self.done = info.outcome, True
 
@@ -281,6 +284,7 @@ def run_trial(
         latency_steps=trial.latency_steps,
         error=error,
         coasted_steps=int(getattr(agent, "coasted", 0)),
+        empty_close_sites=list(trial.closes.sites),
     )
 
 
@@ -416,6 +420,7 @@ def evaluate(
         policy_type=desc["policy_type"],
         coast_unseen=bool(getattr(agent, "coast_unseen", False)),
         chunk_execution=chunk_execution(agent),
+        between_objects_share=sum(lv.between_objects_share * lv.trials for lv in levels) / total,
     )
     write_json(out / "results.json", asdict(report), default=str)
     return report

@@ -157,6 +157,9 @@ def test_eval_reports_levels_with_wilson_bounds_and_writes_files(
         assert sum(lv["outcomes"].values()) == 2
         assert lv["failed_input"] == 0
         assert 0.0 <= lv["empty_grasp_share"] <= 1.0
+        closes = [len(ep["empty_close_sites"]) for ep in lv["episodes"]]
+        assert sum(lv["empty_close_sites"].values()) == sum(closes)
+        assert lv["between_objects_share"] <= sum(c > 0 for c in closes) / 2
         assert lv["mean_step_ms"] > 0
         assert len(lv["videos"]) == 1
         info = probe_video(Path(lv["videos"][0]))
