@@ -202,6 +202,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.grasp_yaw:
             raise ValueError("--grasp-yaw-mask needs --grasp-yaw: it is an option of the grasp-yaw estimator")
         head["grasp_yaw_mask"] = args.grasp_yaw_mask
+    if args.shape_input:
+        head["shape_input"] = True
     if args.wrist_anchor:
         if not args.grasp_yaw:
             raise ValueError("--wrist-anchor needs --grasp-yaw: the anchor comes from the estimated turn")
@@ -493,6 +495,13 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="with --grasp-yaw: read the orientation moments from the tracker's prompt-frame mask (tracked, "
         "default) or from a full-resolution mask segmented from the prompt box on the prompt frame (refined; "
         "policy/prompt_mask.py)",
+    )
+    p.add_argument(
+        "--shape-input",
+        action="store_true",
+        help="sam2grasp: feed the head the target's catalogue shape as the command names it (a one-hot; zeros when "
+        "it names none), which says how tall the target is and so how low to close; a quarter of the training "
+        "episodes hide it",
     )
     p.add_argument(
         "--wrist-anchor",

@@ -293,7 +293,7 @@ def _describe(agent: EvalAgent) -> dict[str, str]:
     prompt = "ground-truth target box on the first frame (simulator)"
     if isinstance(agent, SAM2GraspAgent):
         perception = agent.tracker.config.mask_source
-        if agent.head.config.grasp_yaw_named:
+        if agent.head.config.grasp_yaw_named or agent.head.config.shape_input:
             prompt += " and the target's shape as its command names it"
         return {
             "policy_type": "sam2grasp",

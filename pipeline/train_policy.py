@@ -208,6 +208,7 @@ def episode_arrays(
     place_source: str = "tracked",
     action_frame: str = "base",
     grasp_yaw: Mapping[int, GraspYaw] | None = None,
+    shapes: Mapping[int, str | None] | None = None,
 ) -> list[EpisodeArrays]:
     """One `EpisodeArrays` per cached episode: tokens and extras from the cache, state and targets from the
     dataset, and (unless learn_undone_closes) the close labels a demonstration opens again marked to be
@@ -219,10 +220,11 @@ def episode_arrays(
     (ee mode, prompt place values) makes the targets' TCP x, y relative to the target's table position that the
     first-frame box places (`ACTConfig.action_frame`). grasp_yaw (with place values): each episode's prompt-frame
     grasp-yaw estimate, whose values (`policy.grasp_yaw.yaw_values`; zeros for an episode without one) follow the
-    place values."""
+    place values. shapes: each episode's target shape as its command names it (None: none named), whose one-hot
+    (`policy.grasp_yaw.shape_code`) ends the extras (`ACTConfig.shape_input`)."""
     from pipeline.dataset.reader import Dataset
     from policy.act_config import ACTION_FRAMES
-    from policy.grasp_yaw import yaw_values
+    from policy.grasp_yaw import shape_code, yaw_values
     from policy.place import PlaceError, check_place_source, normalised_box, prompt_target, with_place
 
     check_place_source(place_source)
@@ -274,9 +276,38 @@ def episode_arrays(
                     raise ValueError(f"episode {e} of {data}: {exc}") from None
                 target = target.copy()
                 target[:, :2] -= anchor.astype(np.float32)
+        if shapes is not None:
+            code = shape_code(shapes.get(e))
+            extras = np.concatenate([extras, np.broadcast_to(code, (len(extras), len(code)))], axis=1)
         out.append(EpisodeArrays(feats.tokens, extras, ep.state, target, ignore))
     if not out:
         raise CacheError(f"cache {cache.path} holds no episodes")
+    return out
+
+
+#: Share of training episodes whose target shape a shape_input head does not see, as when a command names no
+#: shape ("pick the red object"): the head learns to act without one too.
+SHAPE_NAME_DROPOUT = 0.25
+
+
+def episode_shapes(
+    data: Path, episodes: Sequence[int], *, hidden: float = SHAPE_NAME_DROPOUT, seed: int = 0
+) -> dict[int, str | None]:
+    """Each episode's target shape (the catalogue shape of its recorded target object) for a shape_input head,
+    None for a seeded share `hidden` of the episodes (the same episodes on every run of the same seed)."""
+    from pipeline.dataset.reader import Dataset
+
+    if not 0.0 <= hidden < 1.0:
+        raise ValueError(f"hidden must be a share within [0, 1), got {hidden}")
+    dataset = Dataset(data)
+    draws = np.random.default_rng([seed, 11]).random(len(episodes))
+    out: dict[int, str | None] = {}
+    for e, draw in zip(episodes, draws, strict=True):
+        meta = dataset.episode_meta(e)
+        record = next((o for o in meta.objects if o.instance == meta.target), None)
+        if record is None:
+            raise ValueError(f"episode {e} of {data}: its target {meta.target!r} is not among its objects")
+        out[e] = None if draw < hidden else record.shape
     return out
 
 
@@ -358,7 +389,7 @@ def train_policy(
     from policy.act_config import ACTConfig
     from policy.agent import TRACKER_INFO_FILE
     from policy.chunks import split_by_episode
-    from policy.grasp_yaw import YAW_DIM
+    from policy.grasp_yaw import SHAPE_NAMES, YAW_DIM
     from policy.place import PLACE_DIM
     from policy.train_head import HeadTrainConfig, train_head
 
@@ -385,11 +416,12 @@ def train_policy(
         raise ValueError(f"head settings {sorted(fixed)} come from the cache and --action-mode; remove them")
     place = head_fields.get("place") is True
     yaw = head_fields.get("grasp_yaw") is True
+    named = len(SHAPE_NAMES) if head_fields.get("shape_input") is True else 0
     act_config = ACTConfig(
         feature_spec=cache.spec.name,
         token_dim=channels,
         n_tokens=n_tokens,
-        extras_dim=cache.spec.extras_dim + (PLACE_DIM if place else 0) + (YAW_DIM if yaw else 0),
+        extras_dim=cache.spec.extras_dim + (PLACE_DIM if place else 0) + (YAW_DIM if yaw else 0) + named,
         action_mode=config.action_mode,
         **head_fields,
     )
@@ -419,6 +451,7 @@ def train_policy(
         place_source=act_config.place_source,
         action_frame=act_config.action_frame,
         grasp_yaw=None if fit is None else fit.estimates,
+        shapes=episode_shapes(data, cache.episodes, seed=train_cfg.seed) if act_config.shape_input else None,
     )
     train, val = split_by_episode(episodes, config.val_fraction, train_cfg.seed)
     result = train_head(train, val, act_config, train_cfg, out, log=log, grasp_yaw=None if fit is None else fit.final)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from policy.features import parse_feature_spec
-from policy.grasp_yaw import MASK_SOURCES, YAW_DIM
+from policy.grasp_yaw import MASK_SOURCES, SHAPE_NAMES, YAW_DIM
 from policy.place import PLACE_DIM, PLACE_SOURCES
 from robot.sim.mjcf import TCP_OFFSET
 
@@ -59,6 +59,10 @@ class ACTConfig:
     grasp_yaw_mask: where the grasp_yaw estimator's orientation moments come from, one of
         `policy.grasp_yaw.MASK_SOURCES`: "tracked" (the tracker's prompt-frame mask; heads saved before this option)
         or "refined" (the full-resolution mask segmented from the prompt box, `policy.prompt_mask`).
+    shape_input: the extras end (after the place and grasp-yaw values) with the target's catalogue shape as the
+        command names it, a one-hot over `policy.grasp_yaw.SHAPE_NAMES` (`shape_code`; zeros when the command names
+        none), constant over a pick: which object is meant says how tall it is and so how low to close. The agent
+        is then given the shape at start. Heads saved before this option read no shape (False).
     wrist_anchor: a joint-mode grasp_yaw head predicts wrist_3 relative to where the estimated grasp axis puts it:
         the state's wrist_3 less the expected turn left (`policy.grasp_yaw.expected_turn`; turning the wrist of a
         downward tool by +d turns its yaw by -d), so that a head predicting zero offsets turns the wrist by the
@@ -95,6 +99,7 @@ class ACTConfig:
     wrist_anchor: bool = False
     grasp_yaw_named: bool = False
     grasp_yaw_mask: str = "tracked"
+    shape_input: bool = False
 
     def __post_init__(self) -> None:
         try:
@@ -127,7 +132,8 @@ class ACTConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ACTConfig.{name} must be an integer >= 1, got {value!r}")
-        for name in ("use_vae", "normalize_tokens", "place", "grasp_yaw", "wrist_anchor", "grasp_yaw_named"):
+        flags = ("use_vae", "normalize_tokens", "place", "grasp_yaw", "wrist_anchor", "grasp_yaw_named", "shape_input")
+        for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"ACTConfig.{name} must be true or false, got {getattr(self, name)!r}")
         if self.grasp_yaw and (not self.place or not spec.shape):
@@ -151,9 +157,11 @@ class ACTConfig:
                 f"{self.action_mode!r}): the anchor is a wrist_3 angle from the estimated turn"
             )
         expected = spec.extras_dim + (PLACE_DIM if self.place else 0) + (YAW_DIM if self.grasp_yaw else 0)
+        expected += len(SHAPE_NAMES) if self.shape_input else 0
         if self.extras_dim != expected:
             with_place = f" plus {PLACE_DIM} place values" if self.place else ""
             with_place += f" plus {YAW_DIM} grasp-yaw values" if self.grasp_yaw else ""
+            with_place += f" plus {len(SHAPE_NAMES)} shape values" if self.shape_input else ""
             raise ValueError(
                 f"ACTConfig.extras_dim={self.extras_dim} does not match feature spec {self.feature_spec!r}"
                 f"{with_place}, which gives {expected} extras per frame"
@@ -190,6 +198,13 @@ class ACTConfig:
         m = self.temporal_ensemble_coeff
         if m is not None and not (isinstance(m, float | int) and not isinstance(m, bool) and math.isfinite(m)):
             raise ValueError(f"ACTConfig.temporal_ensemble_coeff must be None or a finite number, got {m!r}")
+
+    @property
+    def state_extras_from(self) -> int | None:
+        """Index of the first extras column computed from the arm's state and the prompt (the place values, then
+        the grasp-yaw values and the shape, constant over a pick): a lagged training sample takes these from its
+        lagged frame (`policy.state_lag`); None without place values."""
+        return parse_feature_spec(self.feature_spec).extras_dim if self.place else None
 
     @property
     def action_steps(self) -> int:

@@ -101,6 +101,8 @@ class SAM2GraspAgent:
         self.coasted = 0
         #: the prompt frame's grasp-yaw estimate, for a head that reads one (`ACTConfig.grasp_yaw`)
         self.grasp_yaw: GraspYaw | None = None
+        #: The one-hot of the shape the command named (`policy.grasp_yaw.shape_code`), read by a shape_input head.
+        self.shape_values = np.zeros(0, dtype=np.float32)
 
     @property
     def action_mode(self) -> str:
@@ -129,7 +131,8 @@ class SAM2GraspAgent:
         """Prompt the tracker with `box` (pixels x0, y0, x1, y1) on `frame`, reset the head, and return the first
         action (7,) and the tracker's step. mask: the target's true mask, only for an oracle tracker; camera:
         this episode's camera calibration (kept for later steps); shape: the catalogue shape the command names
-        ("cup"; None when it names none), read by a head whose grasp-yaw estimator is named."""
+        ("cup"; None when it names none), read by a head whose grasp-yaw estimator is named and by a shape_input
+        head."""
         step, s = self._prompt(frame, box, state, mask, camera, shape)
         return self._select(step, s), step
 
@@ -197,11 +200,14 @@ class SAM2GraspAgent:
                 self.anchor_xy = prompt_target(self.prompt_box, view)
             except PlaceError as exc:
                 raise AgentError(str(exc)) from None
-        if shape is not None and self.head.grasp_yaw is not None:
+        self.shape_values = np.zeros(0, dtype=np.float32)
+        if shape is not None or self.head.config.shape_input:
             try:
-                shape_code(shape)
+                code = shape_code(shape)
             except GraspYawError as exc:
                 raise AgentError(str(exc)) from None
+            if self.head.config.shape_input:
+                self.shape_values = code
         step = self.tracker.start(rgb, box, mask)
         self.grasp_yaw = self._estimate_grasp_yaw(step, view, shape, rgb, box)
         self.head.reset()
@@ -225,6 +231,10 @@ class SAM2GraspAgent:
                 raise AgentError(str(exc)) from None
             if cfg.grasp_yaw:
                 extras = np.concatenate([extras, yaw_values(self.grasp_yaw, state[None], cfg.place_tcp_offset)[0]])
+        if self.head.config.shape_input:
+            if len(self.shape_values) == 0:
+                raise AgentError("this head reads the target's named shape; call start (or start_chunk) first")
+            extras = np.concatenate([extras, self.shape_values])
         return PolicyInput.from_numpy(feats.tokens, extras, state)
 
     def _estimate_grasp_yaw(

@@ -35,10 +35,9 @@ from policy.act import ACTPolicy
 from policy.act_config import ACTConfig
 from policy.checkpoint import load_policy, save_policy
 from policy.chunks import ChunkDataset, EpisodeArrays
-from policy.grasp_yaw import YAW_DIM, GraspYawNet
+from policy.grasp_yaw import GraspYawNet
 from policy.loss_curve import draw_loss_curve
 from policy.normalize import compute_stats
-from policy.place import PLACE_DIM
 from policy.state_lag import StateLag, draw_lags
 from policy.train_loop import LoopHooks, StepResult, run_epochs, start_run
 
@@ -235,9 +234,7 @@ def train_head(
     device = torch.device(train_cfg.device)
     say: Callable[[str], None] = log if (log is not None and rank == 0) else (lambda _s: None)
 
-    # the place values, and the grasp-yaw values after them, are computed from the arm's state
-    state_extras_from = config.extras_dim - PLACE_DIM - (YAW_DIM if config.grasp_yaw else 0) if config.place else None
-    train_data = ChunkDataset(episodes_train, config.chunk_size, state_extras_from=state_extras_from)
+    train_data = ChunkDataset(episodes_train, config.chunk_size, state_extras_from=config.state_extras_from)
     val_data = ChunkDataset(episodes_val, config.chunk_size) if episodes_val else None
     batches_per_epoch = (len(train_data) // world) // per_rank
     if batches_per_epoch < 1:

@@ -138,6 +138,15 @@ def test_config_validation_and_json() -> None:
     with pytest.raises(ValueError, match=r"extras_dim=7 does not match feature spec 'masked\+shape', which gives 11"):
         tiny(feature_spec="masked+shape")
     assert tiny(feature_spec="masked+shape", extras_dim=11).extras_dim == 11
+    with pytest.raises(ValueError, match="plus 5 shape values, which gives 12"):
+        tiny(shape_input=True)
+    named = tiny(shape_input=True, extras_dim=12)
+    assert ACTConfig.from_json(named.to_json()) == named
+    assert named.state_extras_from is None  # no place values: nothing is recomputed from a lagged state
+    with pytest.raises(ValueError, match="shape_input must be true or false"):
+        tiny(shape_input=1, extras_dim=12)
+    old = {k: v for k, v in cfg.to_dict().items() if k != "shape_input"}
+    assert ACTConfig.from_dict(old).shape_input is False  # a head saved before the option reads no shape
     with pytest.raises(ValueError, match="divisible by n_heads"):
         tiny(n_heads=5)
     with pytest.raises(ValueError, match="n_action_steps"):

@@ -632,3 +632,66 @@ def test_named_refined_grasp_yaw_head_reads_the_commands_shape_and_the_prompt_bo
     one_trial(report["policy_dir"], workspace, "yaw_named_eval")
     results = json.loads((workspace["root"] / "yaw_named_eval" / "results.json").read_text())
     assert "the target's shape as its command names it" in results["prompt"]
+
+
+def test_shape_input_head_reads_the_named_shape_as_extras_and_hides_a_quarter_in_training(
+    workspace: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`train ... --shape-input`: every training frame's extras end with the one-hot of its episode's target shape
+    (zeros for the seeded hidden share); the agent appends the one-hot of the shape it is given at start (zeros
+    for none) and refuses a word outside the catalogue; eval runs it with its commands' shapes."""
+    from pipeline.train_policy import SHAPE_NAME_DROPOUT, episode_shapes
+    from policy.agent import AgentError
+    from policy.grasp_yaw import SHAPE_NAMES, shape_code
+
+    data = workspace["data"]
+    out = workspace["root"] / "run_shape"
+    args = ["train", "--policy", "sam2grasp", "--data", str(data), "--out", str(out), "--shape-input"]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    head = load_policy(report["policy_dir"])
+    spec = parse_feature_spec(head.config.feature_spec)
+    assert head.config.shape_input is True
+    assert head.config.extras_dim == spec.extras_dim + len(SHAPE_NAMES)
+
+    cache = find_cache(data)
+    dataset = Dataset(data)
+    shapes = episode_shapes(data, cache.episodes, hidden=0.5, seed=3)
+    assert shapes == episode_shapes(data, cache.episodes, hidden=0.5, seed=3)  # seeded: the same episodes hidden
+    for e, shape in shapes.items():
+        meta = dataset.episode_meta(e)
+        assert shape in (None, next(o.shape for o in meta.objects if o.instance == meta.target))
+    assert set(episode_shapes(data, cache.episodes, hidden=0.0).values()) <= set(SHAPE_NAMES)
+    arrays = episode_arrays(data, cache, "joint", shapes=shapes)
+    plain = episode_arrays(data, cache, "joint")
+    for e, with_shape, without in zip(cache.episodes, arrays, plain, strict=True):
+        np.testing.assert_array_equal(with_shape.extras[:, : spec.extras_dim], without.extras)
+        assert (with_shape.extras[:, spec.extras_dim :] == shape_code(shapes[e])).all()
+    with pytest.raises(ValueError, match="hidden must be a share"):
+        episode_shapes(data, cache.episodes, hidden=1.0)
+    assert 0.0 < SHAPE_NAME_DROPOUT < 1.0
+
+    agent = load_agent(report["policy_dir"], workspace["tracker"])
+    ep = dataset.load_episode(cache.episodes[0])
+    assert ep.rgb is not None
+    seen: list[Any] = []
+    forward_input = agent.head.select_action
+
+    def recording(inp: Any) -> Any:
+        seen.append(inp.extras.detach().cpu().numpy().reshape(-1)[-len(SHAPE_NAMES) :].copy())
+        return forward_input(inp)
+
+    agent.head.select_action = recording  # type: ignore[method-assign]
+    agent.coast_unseen = False  # every step asks the head, whatever the random tracker sees
+    agent.start(ep.rgb[0], ep.target_box[0], ep.state[0], shape="cup")
+    agent.act(ep.rgb[1], ep.state[1])
+    agent.start(ep.rgb[0], ep.target_box[0], ep.state[0])
+    np.testing.assert_array_equal(seen[0], shape_code("cup"))
+    np.testing.assert_array_equal(seen[1], shape_code("cup"))
+    np.testing.assert_array_equal(seen[2], np.zeros(len(SHAPE_NAMES)))
+    with pytest.raises(AgentError, match="valid shapes"):
+        agent.start(ep.rgb[0], ep.target_box[0], ep.state[0], shape="banana")
+    agent.head.select_action = forward_input  # type: ignore[method-assign]
+    one_trial(report["policy_dir"], workspace, "shape_eval")
+    results = json.loads((workspace["root"] / "shape_eval" / "results.json").read_text())
+    assert "the target's shape as its command names it" in results["prompt"]
