@@ -681,7 +681,7 @@ def test_shape_input_head_reads_the_named_shape_as_extras_and_hides_a_quarter_in
         seen.append(inp.extras.detach().cpu().numpy().reshape(-1)[-len(SHAPE_NAMES) :].copy())
         return forward_input(inp)
 
-    agent.head.select_action = recording  # type: ignore[method-assign]
+    agent.head.select_action = recording  # type: ignore[method-assign,assignment]
     agent.coast_unseen = False  # every step asks the head, whatever the random tracker sees
     agent.start(ep.rgb[0], ep.target_box[0], ep.state[0], shape="cup")
     agent.act(ep.rgb[1], ep.state[1])
