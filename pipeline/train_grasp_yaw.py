@@ -82,7 +82,7 @@ def grasp_yaw_samples(
         meta = dataset.episode_meta(e)
         if meta.camera is None:
             raise GraspYawError(f"episode {e} of {data} has no camera record, which the table position needs")
-        record = next((o for o in meta.objects if o.instance == meta.target), None)
+        record = meta.target_object()
         if record is None:
             raise GraspYawError(f"episode {e} of {data}: its target {meta.target!r} is not among its objects")
         extras = cache.load(e).extras[0]

@@ -304,7 +304,7 @@ def episode_shapes(
     out: dict[int, str | None] = {}
     for e, draw in zip(episodes, draws, strict=True):
         meta = dataset.episode_meta(e)
-        record = next((o for o in meta.objects if o.instance == meta.target), None)
+        record = meta.target_object()
         if record is None:
             raise ValueError(f"episode {e} of {data}: its target {meta.target!r} is not among its objects")
         out[e] = None if draw < hidden else record.shape
@@ -386,11 +386,9 @@ def train_policy(
     train_cfg: a `policy.train_head.HeadTrainConfig` (default settings when None).
     """
     from policy.act import ACTPolicy
-    from policy.act_config import ACTConfig
+    from policy.act_config import ACTConfig, head_extras_dim
     from policy.agent import TRACKER_INFO_FILE
     from policy.chunks import split_by_episode
-    from policy.grasp_yaw import SHAPE_NAMES, YAW_DIM
-    from policy.place import PLACE_DIM
     from policy.train_head import HeadTrainConfig, train_head
 
     start = time.perf_counter()
@@ -414,14 +412,12 @@ def train_policy(
     fixed = {"feature_spec", "token_dim", "n_tokens", "extras_dim", "action_mode"} & set(head_fields)
     if fixed:
         raise ValueError(f"head settings {sorted(fixed)} come from the cache and --action-mode; remove them")
-    place = head_fields.get("place") is True
-    yaw = head_fields.get("grasp_yaw") is True
-    named = len(SHAPE_NAMES) if head_fields.get("shape_input") is True else 0
+    options = {k: head_fields.get(k) is True for k in ("place", "grasp_yaw", "shape_input")}
     act_config = ACTConfig(
         feature_spec=cache.spec.name,
         token_dim=channels,
         n_tokens=n_tokens,
-        extras_dim=cache.spec.extras_dim + (PLACE_DIM if place else 0) + (YAW_DIM if yaw else 0) + named,
+        extras_dim=head_extras_dim(cache.spec.extras_dim, **options),
         action_mode=config.action_mode,
         **head_fields,
     )

@@ -23,6 +23,17 @@ ACTION_MODES: tuple[str, ...] = ("joint", "ee")
 ACTION_FRAMES: tuple[str, ...] = ("base", "target")
 
 
+def head_extras_dim(spec_extras: int, *, place: bool, grasp_yaw: bool, shape_input: bool) -> int:
+    """Extras per frame of a head: the feature spec's `spec_extras`, then the place values, the grasp-yaw values
+    and the shape one-hot of the options that are on."""
+    return (
+        spec_extras
+        + (PLACE_DIM if place else 0)
+        + (YAW_DIM if grasp_yaw else 0)
+        + (len(SHAPE_NAMES) if shape_input else 0)
+    )
+
+
 @dataclass(frozen=True)
 class ACTConfig:
     """Sizes and options of the ACT head.
@@ -156,8 +167,9 @@ class ACTConfig:
                 f"ACTConfig.wrist_anchor needs grasp_yaw=True and action_mode='joint' (got {self.grasp_yaw}, "
                 f"{self.action_mode!r}): the anchor is a wrist_3 angle from the estimated turn"
             )
-        expected = spec.extras_dim + (PLACE_DIM if self.place else 0) + (YAW_DIM if self.grasp_yaw else 0)
-        expected += len(SHAPE_NAMES) if self.shape_input else 0
+        expected = head_extras_dim(
+            spec.extras_dim, place=self.place, grasp_yaw=self.grasp_yaw, shape_input=self.shape_input
+        )
         if self.extras_dim != expected:
             with_place = f" plus {PLACE_DIM} place values" if self.place else ""
             with_place += f" plus {YAW_DIM} grasp-yaw values" if self.grasp_yaw else ""

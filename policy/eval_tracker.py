@@ -86,7 +86,9 @@ def evaluate_tracker(
         meta = ds.episode_meta(e)
         if ep.rgb is None:
             raise ValueError(f"episode {e} has no colour frames")
-        target = next(o for o in meta.objects if o.instance == meta.target)
+        target = meta.target_object()
+        if target is None:
+            raise ValueError(f"episode {e}: its target {meta.target!r} is not among its objects")
         twins = [
             np.asarray(o.box, dtype=np.float32)
             for o in meta.objects

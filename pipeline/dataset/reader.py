@@ -64,6 +64,10 @@ class EpisodeMeta:
     stats: dict[str, FeatureStats] = field(repr=False)
     camera: CameraView | None = field(default=None, repr=False)
 
+    def target_object(self) -> ObjectRecord | None:
+        """The record of the episode's target among its objects (None when it is not among them)."""
+        return next((o for o in self.objects if o.instance == self.target), None)
+
 
 @dataclass(frozen=True)
 class EpisodeData:

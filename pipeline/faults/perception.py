@@ -35,11 +35,12 @@ def _summary(
     safe = detect = float("nan")
     # when the runtime first acted on the fault: the watch held, re-grounded or ended the run, or the loop ended
     acted = [t for t in (watch.first_action_s, result.ended_s) if t is not None and t >= fault_t - 1e-9]
+    first = min(acted) if acted else None
     if state == "stopped" and arm.stops:
         # safe: stopped, or holding still from the runtime's first action on (a hold before the run ended)
-        still = arm.first_still_after(min(acted)) if acted else None
+        still = None if first is None else arm.first_still_after(first)
         safe = max((arm.stops[0] if still is None else still) - fault_t, 0.0) * 1000.0
-        detect = max(min(acted) - fault_t, 0.0) * 1000.0 if acted else float("nan")
+        detect = float("nan") if first is None else max(first - fault_t, 0.0) * 1000.0
     elif state == "resumed":
         still = arm.first_still_after(fault_t)
         safe = float("nan") if still is None else max(still - fault_t, 0.0) * 1000.0
