@@ -165,7 +165,13 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "n_decoder_layers": 1,
     }
     n_tokens, channels = cache.token_shape
-    head_cfg = ACTConfig(feature_spec=cache.spec.name, token_dim=channels, n_tokens=n_tokens, **head)
+    head_cfg = ACTConfig(
+        feature_spec=cache.spec.name,
+        token_dim=channels,
+        n_tokens=n_tokens,
+        extras_dim=cache.spec.extras_dim,
+        **head,
+    )
     image_cfg = ImageACTConfig.create("act", parse_image_size(args.image_size), **head)
 
     t0 = time.perf_counter()
