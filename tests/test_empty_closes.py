@@ -11,11 +11,19 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from pipeline.empty_closes import CLOSE_SITES, EmptyCloseWatch, Footprint, classify_site, site_counts, table_footprints
+from pipeline.empty_closes import (
+    CLOSE_SITES,
+    ROUND_SHAPES,
+    EmptyCloseWatch,
+    Footprint,
+    classify_site,
+    site_counts,
+    table_footprints,
+)
 from pipeline.eval_report import level_result
 from pipeline.evaluate import EvalConfig, run_trial
 
-TWO = [Footprint(0.0, 0.0, 0.03), Footprint(0.2, 0.0, 0.02)]
+TWO = [Footprint.circle(0.0, 0.0, 0.03), Footprint.circle(0.2, 0.0, 0.02)]
 
 
 def test_sites_between_over_beside_and_elsewhere() -> None:
@@ -29,6 +37,29 @@ def test_sites_between_over_beside_and_elsewhere() -> None:
         classify_site([0.1, np.nan], TWO)
     with pytest.raises(ValueError, match="near_m must be > 0"):
         classify_site([0.1, 0.0], TWO, near_m=0.0)
+
+
+def test_a_rectangle_counts_its_long_side_only_along_its_length() -> None:
+    box = Footprint.rectangle(0.0, 0.0, 0.045, 0.022, 0.0)  # long along x
+    assert classify_site([0.04, 0.0], [box]) == "over_object"
+    assert classify_site([0.0, 0.03], [box]) == "beside_object"  # 8 mm off the long side: a circle would cover it
+    assert box.gap(np.array([0.0, 0.03])) == pytest.approx(0.008)
+    assert box.gap(np.array([0.0, 0.0])) == pytest.approx(-0.022)
+    assert box.gap(np.array([0.055, 0.032])) == pytest.approx(np.hypot(0.01, 0.01))  # off a corner
+    turned = Footprint.rectangle(0.0, 0.0, 0.045, 0.022, np.pi / 2)  # now long along y
+    assert classify_site([0.0, 0.04], [turned]) == "over_object"
+    assert classify_site([0.03, 0.0], [turned]) == "beside_object"
+    # the corridor between two boxes is as wide as the wider of them across the line joining them
+    a, b = Footprint.rectangle(0.0, 0.0, 0.045, 0.022, 0.0), Footprint.rectangle(0.2, 0.0, 0.045, 0.022, 0.0)
+    assert a.half_width_across(np.array([1.0, 0.0])) == pytest.approx(0.022)
+    assert turned.half_width_across(np.array([1.0, 0.0])) == pytest.approx(0.045)
+    assert classify_site([0.1, 0.02], [a, b]) == "between_objects"
+    assert classify_site([0.08, 0.03], [a, b]) == "beside_object"  # 3 cm off the line: outside the corridor
+    assert classify_site([0.08, 0.03], [a, Footprint.rectangle(0.2, 0.0, 0.045, 0.022, np.pi / 2)]) == "between_objects"
+    with pytest.raises(ValueError, match="half sizes > 0"):
+        Footprint.rectangle(0.0, 0.0, 0.0, 0.02, 0.0)
+    with pytest.raises(ValueError, match="finite centre"):
+        Footprint.circle(np.nan, 0.0, 0.02)
 
 
 def test_the_watch_records_each_meeting_of_the_fingers_once() -> None:
@@ -104,6 +135,11 @@ def test_a_trial_that_closes_between_two_objects_is_counted_there(tmp_path: Path
         seed = 10_000_000
         env.reset(seed)
         feet = table_footprints(env)
+        for obj, foot in zip(env.env.scene.objects, feet, strict=True):  # type: ignore[union-attr]
+            assert foot.round == (obj.kind.shape in ROUND_SHAPES)
+            assert (foot.half_x, foot.half_y) == pytest.approx(obj.kind.spec.half_extents[:2])
+            if not foot.round:
+                assert foot.yaw == pytest.approx(env.env.object_yaw(obj.instance))
         pairs = [(a, b) for i, a in enumerate(feet) for b in feet[i + 1 :]]
         a, b = max(pairs, key=lambda ab: np.hypot(ab[0].x - ab[1].x, ab[0].y - ab[1].y))  # the widest gap
         goal = [0.5 * (a.x + b.x), 0.5 * (a.y + b.y), 0.04]
