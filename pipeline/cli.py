@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipeline.cli_calibrate import add_calibrate_commands
 from pipeline.cli_common import print_json
+from pipeline.cli_compare import add_compare_command
 from pipeline.cli_dagger import add_dagger_command
 from pipeline.cli_grasp_yaw import add_grasp_yaw_command
 from pipeline.cli_grounding import add_grounding_commands
@@ -141,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     add_policy_commands(sub)
+    add_compare_command(sub)
     add_dagger_command(sub)
     add_grasp_yaw_command(sub)
     add_grounding_commands(sub)

@@ -87,9 +87,8 @@ class Footprint:
         if self.round:
             return self.half_x
         c, s = math.cos(self.yaw), math.sin(self.yaw)
-        normal = np.array([-direction[1], direction[0]])
-        along_x = c * normal[0] + s * normal[1]
-        along_y = -s * normal[0] + c * normal[1]
+        nx, ny = -float(direction[1]), float(direction[0])  # the normal of the direction
+        along_x, along_y = c * nx + s * ny, -s * nx + c * ny
         return self.half_x * abs(along_x) + self.half_y * abs(along_y)
 
 

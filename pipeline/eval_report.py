@@ -140,6 +140,28 @@ def level_result(p: float, results: list[TrialResult], videos: list[str]) -> Lev
     )
 
 
+@dataclass(frozen=True)
+class PlotSeries:
+    """One line of a success plot: its label, occlusion shares, success rates and Wilson 95% intervals (low,
+    high), and trials per point (None: not printed)."""
+
+    label: str
+    levels: Sequence[float]
+    rates: Sequence[float]
+    intervals: Sequence[tuple[float, float]]
+    trials: Sequence[int] | None = None
+
+
+#: Line colours of the series of a plot, in order (repeating).
+_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (30, 90, 200),
+    (200, 60, 40),
+    (40, 150, 60),
+    (150, 70, 170),
+    (220, 140, 0),
+)
+
+
 def draw_success_plot(
     levels: Sequence[float],
     rates: Sequence[float],
@@ -150,11 +172,20 @@ def draw_success_plot(
     trials: Sequence[int] | None = None,
 ) -> Path:
     """Write a PNG: x = occlusion share p, y = success rate (%), points with interval bars; returns `path`."""
-    if not (len(levels) == len(rates) == len(intervals)) or not levels:
-        raise ValueError("levels, rates and intervals must be non-empty and of the same length")
+    return draw_series_plot([PlotSeries("", levels, rates, intervals, trials)], path, title=title)
+
+
+def draw_series_plot(series: Sequence[PlotSeries], path: Path, *, title: str = "success vs occlusion") -> Path:
+    """Write a PNG with one line per series (x = occlusion share p, y = success rate %, Wilson bars), a legend
+    when there are several; returns `path`."""
+    if not series:
+        raise ValueError("give at least one series to plot")
+    for s in series:
+        if not (len(s.levels) == len(s.rates) == len(s.intervals)) or not s.levels:
+            raise ValueError(f"series {s.label!r}: levels, rates and intervals must be non-empty and of one length")
     image = Image.new("RGB", (_W, _H), "white")
     draw = ImageDraw.Draw(image)
-    x_max = max(0.6, max(levels))
+    x_max = max(0.6, *(max(s.levels) for s in series))
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
 
     def px(p: float) -> float:
@@ -177,23 +208,33 @@ def draw_success_plot(
         draw.line([x, _TOP + plot_h, x, _TOP + plot_h + 4], fill="black")
         draw.text((x - 9, _TOP + plot_h + 8), f"{p:.1f}", fill="black")
     draw.text((_LEFT + plot_w / 2 - 150, _H - 24), "occlusion share p (frames blacked out at test time)", fill="black")
-    draw.text((_LEFT, 12), title, fill="black")
+    draw.text((_LEFT, 6), title, fill="black")
     ylab = Image.new("RGB", (160, 14), "white")
     ImageDraw.Draw(ylab).text((2, 1), "success rate (%)", fill="black")
     image.paste(ylab.rotate(90, expand=True), (12, _TOP + plot_h // 2 - 80))
 
-    # points with Wilson 95% bars, joined by a line
-    colour = (30, 90, 200)
-    points = [(px(p), py(r)) for p, r in zip(levels, rates, strict=True)]
-    if len(points) > 1:
-        draw.line(points, fill=(150, 180, 230), width=2)
-    for i, ((x, y), (lo, hi)) in enumerate(zip(points, intervals, strict=True)):
-        draw.line([x, py(lo), x, py(hi)], fill=colour, width=2)
-        draw.line([x - 6, py(lo), x + 6, py(lo)], fill=colour, width=2)
-        draw.line([x - 6, py(hi), x + 6, py(hi)], fill=colour, width=2)
-        draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour)
-        text = f"{100 * rates[i]:.0f}%" + (f" n={trials[i]}" if trials is not None else "")
-        draw.text((x + 8, y - 14), text, fill="black")
+    # per series: points with Wilson 95% bars, joined by a line; a legend entry when there are several
+    shift = 4 if len(series) > 1 else 0
+    legend_x = _LEFT
+    for j, s in enumerate(series):
+        colour = _COLOURS[j % len(_COLOURS)]
+        light = tuple(int(c + 0.5 * (255 - c)) for c in colour)
+        dx = shift * (j - (len(series) - 1) / 2)
+        points = [(px(p) + dx, py(r)) for p, r in zip(s.levels, s.rates, strict=True)]
+        if len(points) > 1:
+            draw.line(points, fill=light, width=2)
+        for i, ((x, y), (lo, hi)) in enumerate(zip(points, s.intervals, strict=True)):
+            draw.line([x, py(lo), x, py(hi)], fill=colour, width=2)
+            draw.line([x - 6, py(lo), x + 6, py(lo)], fill=colour, width=2)
+            draw.line([x - 6, py(hi), x + 6, py(hi)], fill=colour, width=2)
+            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=colour)
+            if len(series) == 1:
+                text = f"{100 * s.rates[i]:.0f}%" + (f" n={s.trials[i]}" if s.trials is not None else "")
+                draw.text((x + 8, y - 14), text, fill="black")
+        if len(series) > 1:  # the legend: one line of entries in the margin above the plot
+            draw.line([legend_x, _TOP - 10, legend_x + 20, _TOP - 10], fill=colour, width=3)
+            draw.text((legend_x + 26, _TOP - 16), s.label, fill="black")
+            legend_x += 26 + int(draw.textlength(s.label)) + 18
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
