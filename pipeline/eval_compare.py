@@ -37,20 +37,23 @@ class CompareError(ValueError):
 
 @dataclass(frozen=True)
 class LevelCell:
-    """One policy at one occlusion level: trials, successes, their rate and Wilson 95% interval, the outcome mix,
-    trials that closed on nothing between two objects at least once (None: not recorded), the test seeds with
-    each seed's outcome, and the results.json it came from."""
+    """One row at one occlusion level: successes of trials with their Wilson 95% interval (low, high), the
+    outcome mix, trials that closed on nothing between two objects at least once (None: not recorded), each test
+    seed's outcome, and the results.json it came from."""
 
     occlusion: float
-    trials: int
     successes: int
-    rate: float
-    wilson_low: float
-    wilson_high: float
+    trials: int
+    interval: tuple[float, float]
     outcomes: dict[str, int]
     between_objects_trials: int | None
     seed_outcomes: dict[int, str]
     source: str
+
+    @property
+    def rate(self) -> float:
+        """Share of trials that picked the named object."""
+        return self.successes / self.trials if self.trials else 0.0
 
 
 @dataclass(frozen=True)
@@ -137,14 +140,11 @@ def _cell(level: dict[str, Any], source: str) -> LevelCell:
             f"{source}: level p={p:g} lists {len(seed_outcomes)} distinct trial seeds with "
             f"{sum(o == _SUCCESS for o in seed_outcomes.values())} successes, but says {successes} of {trials}"
         )
-    low, high = wilson_interval(successes, trials)
     outcomes = {k: int(level.get("outcomes", {}).get(k, 0)) for k in OUTCOMES}
     between = None
     if "empty_close_sites" in level and "between_objects_share" in level:
         between = round(float(level["between_objects_share"]) * trials)
-    return LevelCell(
-        p, trials, successes, successes / trials if trials else 0.0, low, high, outcomes, between, seed_outcomes, source
-    )
+    return LevelCell(p, successes, trials, wilson_interval(successes, trials), outcomes, between, seed_outcomes, source)
 
 
 def _label(report: dict[str, Any]) -> str:
@@ -228,7 +228,7 @@ def write_plot(comparison: Comparison, path: Path) -> Path:
             row.label,
             [c.occlusion for c in row.cells],
             [c.rate for c in row.cells],
-            [(c.wilson_low, c.wilson_high) for c in row.cells],
+            [c.interval for c in row.cells],
         )
         for row in comparison.rows
     ]
@@ -245,7 +245,7 @@ def markdown_table(comparison: Comparison) -> str:
         for p in comparison.levels:
             c = row.cell(p)
             cells.append(
-                "—" if c is None else f"{c.successes}/{c.trials} ({100 * c.wilson_low:.1f}–{100 * c.wilson_high:.1f})"
+                "—" if c is None else f"{c.successes}/{c.trials} ({100 * c.interval[0]:.1f}–{100 * c.interval[1]:.1f})"
             )
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     lines += [

@@ -75,7 +75,7 @@ def test_rows_join_runs_and_pair_seed_by_seed(tmp_path: Path) -> None:
     assert act.cells[0].outcomes["empty_grasp"] == 1
     assert act.cells[0].between_objects_trials == 1
     assert act.cells[1].between_objects_trials == 0
-    lo, hi = act.cells[0].wilson_low, act.cells[0].wilson_high
+    lo, hi = act.cells[0].interval
     assert lo < 0.3 < hi
     # seed by seed at p = 0: the head alone picked seeds 2..8 (7 of them); act alone picked the last seed, where
     # the head timed out
