@@ -101,6 +101,16 @@ class Gripper(Protocol):
 
 
 @runtime_checkable
+class ReportsIOFailure(Protocol):
+    """A part whose I/O runs on another thread (`robot.gripper_worker.GripperWorker`, or a wrapper of one): the
+    control loop asks it every tick whether a send failed there."""
+
+    def io_failure(self) -> BaseException | None:
+        """The exception a send raised on the I/O thread, or None while every send succeeded."""
+        ...
+
+
+@runtime_checkable
 class Camera(Protocol):
     """A colour (optionally depth) camera."""
 

@@ -57,6 +57,9 @@ def test_gripper_socket_timeout() -> None:
     assert "GripperTimeoutError" in r.detail
     assert r.safe_stop_ms <= 200.0 + 2000.0  # the 0.2 s reply timeout, plus margin for a loaded machine
     assert r.detect_ms >= 200.0  # a silent socket is known only once the reply timeout ran out
+    # the move waits on the gripper's own thread: the control tick kept running at its period meanwhile
+    assert r.extra["ticks_while_waiting"] >= 10
+    assert r.extra["longest_tick_ms"] < 100.0  # far below the 0.2 s the blocked send took
 
 
 @pytest.mark.render

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from robot.protocols import Gripper, Robot, RobotStatus
+from robot.protocols import Gripper, ReportsIOFailure, Robot, RobotStatus
 from robot.safety import SafetyLayer, SafetyLimits
 from robot.sim.mjcf import TCP_OFFSET
 
@@ -164,6 +164,9 @@ class RecordingRobot:
         return self.status_override or self.robot.status()
 
     # Gripper
+    def io_failure(self) -> BaseException | None:
+        return self.gripper.io_failure() if isinstance(self.gripper, ReportsIOFailure) else None
+
     def width(self) -> float:
         if self.gripper is None:
             raise RuntimeError("this RecordingRobot wraps no gripper")

@@ -180,9 +180,12 @@ def _rtde_clean_rerun(fake: Any, config: UR5eConfig) -> bool:
 
 def gripper_socket_timeout() -> ScenarioResult:
     """The URCap server stops answering while the control loop moves the gripper (the real Robotiq driver, a 0.2 s
-    reply timeout, against the server test double): the move raises GripperTimeoutError, the loop ends with
-    `robot_error` and the arm is stopped. The server answers again; a reconnected gripper moves cleanly."""
+    reply timeout, against the server test double), sent as in the real cell through a `GripperWorker`: the move
+    fails on the worker thread after the reply timeout while the control tick keeps its period (servo targets go on
+    to the arm), the loop ends with `robot_error` and the arm is stopped. The server answers again; a reconnected
+    gripper moves cleanly. extra: the longest control tick (ms) and the ticks run while the move waited."""
     server_mod = test_double("robotiq_server")
+    from robot.gripper_worker import GripperWorker
     from robot.robotiq import RobotiqGripper
     from robot.robotiq_errors import RobotiqError
 
@@ -194,20 +197,33 @@ def gripper_socket_timeout() -> ScenarioResult:
         from pipeline.faults.policy_faults import MockArm
 
         clock = time.perf_counter
-        arm = RecordingRobot(MockArm(), clock, gripper=gripper, period_s=period)
+        worker = GripperWorker(gripper)
+        arm = RecordingRobot(MockArm(), clock, gripper=worker, period_s=period)
         safety = SafetyLayer(SafetyLimits(command_timeout=5.0), tcp_offset=TCP_OFFSET, period_s=period)
         queue = ChunkQueue()
         loop = ControlLoop(arm, queue, safety, gripper=arm, config=ControlConfig(period_s=period))
-        chunk = np.tile(np.append(np.asarray(HOME_Q), 0.085), (40, 1))
-        chunk[10:, 6] = 0.03  # close at tick 10
+        chunk = np.tile(np.append(np.asarray(HOME_Q), 0.085), (100, 1))
+        chunk[1:, 6] = 0.03  # close from tick 1: the first request the silent server gets
         queue.put(chunk, 0)
         loop.begin(clock())
         server.silent = True
         fault_t = clock()
-        for n in range(40):
-            if loop.tick(n, clock()) is not None:
-                break
-        result = loop.finish()
+        longest, moved_at, ticks_waiting = 0.0, None, 0
+        try:
+            for n in range(100):  # at the control period, as the threaded loop runs
+                start = clock()
+                ended = loop.tick(n, start)
+                longest = max(longest, clock() - start)
+                if moved_at is None and arm.moves:
+                    moved_at = n
+                elif moved_at is not None and ended is None:
+                    ticks_waiting += 1
+                if ended is not None:
+                    break
+                time.sleep(max(0.0, start + period - clock()))
+            result = loop.finish()
+        finally:
+            worker.close()
         server.silent = False
         clean = False
         try:
@@ -232,7 +248,7 @@ def gripper_socket_timeout() -> ScenarioResult:
         stop_called=bool(arm.stops),
         moved_after_stop=arm.moved_after_stop(),
         detail=result.detail,
-        extra={"next_run_clean": clean},
+        extra={"next_run_clean": clean, "longest_tick_ms": longest * 1000.0, "ticks_while_waiting": ticks_waiting},
     )
 
 

@@ -42,6 +42,7 @@ from pipeline.runtime.control_loop import EndReason
 from pipeline.runtime.perception_watch import PerceptionWatch
 from robot.calibration import CameraCalibration
 from robot.camera_view import CameraView
+from robot.gripper_worker import GripperWorker
 from robot.kinematics import forward
 from robot.protocols import RobotStatus
 from robot.safety import MAX_GRIPPER_WIDTH, SafetyLayer
@@ -72,7 +73,9 @@ class RealCell:
         self.config, self.calibration = config, calibration
         self.arm, self.camera, self.gripper = arm, camera, gripper
         self.safety = SafetyLayer(config.safety, config.tcp_offset, config.control_period_s)
-        self.gate = ArmGate(arm, gripper)
+        # gripper moves go out from their own thread: a silent gripper never holds the control tick or a halt
+        self.gripper_io = GripperWorker(gripper, name="robotiq-io")
+        self.gate = ArmGate(arm, self.gripper_io)
         self.view = MethodView(calibration, camera.intrinsics, config.tcp_offset)
         self._motion = threading.Lock()  # starting a drive and halting it
         self._drive: RealDrive | None = None
@@ -254,6 +257,7 @@ class RealCell:
         finally:
             self.feed.close()
             close_quietly(self.camera, "camera")
+            close_quietly(self.gripper_io, "gripper worker")
             close_quietly(self.gripper, "gripper")
             close_quietly(self.arm, "arm")
 

@@ -25,7 +25,7 @@ from pipeline.runtime.chunk_queue import ChunkQueue
 from pipeline.runtime.control_loop import ControlConfig, ControlLoop, EndReason, LoopResult
 from pipeline.runtime.perception_watch import PerceptionWatch
 from pipeline.runtime.policy_loop import ChunkPredictor, PolicyLoop, PolicyResult
-from robot.protocols import Gripper, Robot, RobotStatus
+from robot.protocols import Gripper, ReportsIOFailure, Robot, RobotStatus
 from robot.safety import SafetyLayer
 
 F64 = npt.NDArray[np.float64]
@@ -101,6 +101,10 @@ class ArmGate:
                     log.exception("gripper stop failed")
 
     # Gripper
+    def io_failure(self) -> BaseException | None:
+        """A failed gripper send of a gripper that sends from its own thread (`GripperWorker`), else None."""
+        return self.gripper.io_failure() if isinstance(self.gripper, ReportsIOFailure) else None
+
     def width(self) -> float:
         """Measured gripper opening, metres (the stroke when there is no gripper)."""
         return 0.085 if self.gripper is None else float(self.gripper.width())

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from pipeline.runtime.chunk_queue import ChunkQueue
 from pipeline.runtime.ensemble import ensemble
-from robot.protocols import Gripper, Robot
+from robot.protocols import Gripper, ReportsIOFailure, Robot
 from robot.safety import SafetyLayer, SafetyViolation
 
 F64 = npt.NDArray[np.float64]
@@ -156,6 +156,8 @@ class ControlLoop:
         if queue.action_dim != 7:
             raise ValueError(f"the queue must hold 7-number actions (6 joints + gripper), got {queue.action_dim}")
         self.robot, self.queue, self.safety, self.gripper, self.clock = robot, queue, safety, gripper, clock
+        # a gripper whose moves go out on their own thread reports a failed send here, read every tick
+        self._gripper_io = gripper if isinstance(gripper, ReportsIOFailure) else None
         self._stop = threading.Event()
         self._done = threading.Event()
         self._send_lock = threading.Lock()
@@ -338,6 +340,9 @@ class ControlLoop:
                 return self._set_end(EndReason.PROTECTIVE_STOP, status.message)
             if not status.connected:
                 return self._set_end(EndReason.DISCONNECTED, status.message)
+            failure = None if self._gripper_io is None else self._gripper_io.io_failure()
+            if failure is not None:
+                return self._set_end(EndReason.ROBOT_ERROR, f"gripper: {type(failure).__name__}: {failure}")
             with self._state_lock:
                 holding, beats = self._holding, self._beats
             if beats != self._seen_beats:
