@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.eval_report import OUTCOMES, PlotSeries, draw_series_plot
 from pipeline.wilson import wilson_interval
+from robot.sim.outcome import Outcome
 
 #: Settings that every compared run must share (the protocol), as named in results.json.
 PROTOCOL_KEYS: tuple[str, ...] = ("objects", "width", "height", "max_seconds", "control_dt", "mode")
-_SUCCESS = "success"
+_SUCCESS = Outcome.SUCCESS.value
 
 
 class CompareError(ValueError):
@@ -135,10 +136,11 @@ def _cell(level: dict[str, Any], source: str) -> LevelCell:
         p = float(level["occlusion"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CompareError(f"{source}: a level lacks its trials, successes or per-trial records ({exc})") from exc
-    if len(seed_outcomes) != trials or sum(o == _SUCCESS for o in seed_outcomes.values()) != successes:
+    listed = sum(o == _SUCCESS for o in seed_outcomes.values())
+    if len(seed_outcomes) != trials or listed != successes:
         raise CompareError(
-            f"{source}: level p={p:g} lists {len(seed_outcomes)} distinct trial seeds with "
-            f"{sum(o == _SUCCESS for o in seed_outcomes.values())} successes, but says {successes} of {trials}"
+            f"{source}: level p={p:g} lists {len(seed_outcomes)} distinct trial seeds with {listed} successes, but "
+            f"says {successes} of {trials}"
         )
     outcomes = {k: int(level.get("outcomes", {}).get(k, 0)) for k in OUTCOMES}
     between = None
@@ -235,34 +237,29 @@ def write_plot(comparison: Comparison, path: Path) -> Path:
     return draw_series_plot(series, path, title="success vs occlusion, same test seeds")
 
 
-def markdown_table(comparison: Comparison) -> str:
-    """The comparison as Markdown: successes with Wilson 95% intervals per level, then trials that closed on
-    nothing between two objects, then the paired comparisons with the reference."""
-    head = "| policy | " + " | ".join(f"p = {p:g}" for p in comparison.levels) + " |"
-    lines = [head, "|" + "---|" * (len(comparison.levels) + 1)]
-    for row in comparison.rows:
-        cells = []
-        for p in comparison.levels:
-            c = row.cell(p)
-            cells.append(
-                "—" if c is None else f"{c.successes}/{c.trials} ({100 * c.interval[0]:.1f}–{100 * c.interval[1]:.1f})"
-            )
-        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Trials that closed on nothing between two objects at least once:",
-        "",
-        head,
+def _grid(comparison: Comparison, text: Callable[[LevelCell], str | None]) -> list[str]:
+    """Markdown table lines: one row per policy, one column per level, `text(cell)` in each ("—" where the policy
+    was not run at that level or `text` gives None)."""
+    lines = [
+        "| policy | " + " | ".join(f"p = {p:g}" for p in comparison.levels) + " |",
         "|" + "---|" * (len(comparison.levels) + 1),
     ]
     for row in comparison.rows:
-        cells = []
-        for p in comparison.levels:
-            c = row.cell(p)
-            cells.append(
-                "—" if c is None or c.between_objects_trials is None else f"{c.between_objects_trials}/{c.trials}"
-            )
+        cells = [(None if (c := row.cell(p)) is None else text(c)) or "—" for p in comparison.levels]
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown_table(comparison: Comparison) -> str:
+    """The comparison as Markdown: successes with Wilson 95% intervals per level, then trials that closed on
+    nothing between two objects, then the paired comparisons with the reference."""
+    lines = _grid(
+        comparison, lambda c: f"{c.successes}/{c.trials} ({100 * c.interval[0]:.1f}–{100 * c.interval[1]:.1f})"
+    )
+    lines += ["", "Trials that closed on nothing between two objects at least once:", ""]
+    lines += _grid(
+        comparison, lambda c: None if c.between_objects_trials is None else f"{c.between_objects_trials}/{c.trials}"
+    )
     if comparison.paired:
         lines += [
             "",

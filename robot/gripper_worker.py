@@ -100,11 +100,9 @@ class GripperWorker:
             with self._cv:
                 while self._pending is None and not self._closed:
                     self._cv.wait()
-                if self._closed:
-                    return
                 request, self._pending = self._pending, None
-            if request is None:
-                continue
+            if request is None:  # woken by close()
+                return
             try:
                 with self._io:
                     self.gripper.move(*request)
