@@ -2,8 +2,14 @@
 (`act`: CNN from scratch + the same transformer) on the same episodes, measured side by side in one run (target
 ratio >= 30), and the SAM2Grasp head's inference time per step on one observation (target <= 5 ms on CPU).
 
+Two image baselines are timed. The trained one (`--image-size`, default 128x96, the small CNN that trains on two
+CPU cores) runs whole epochs. ACT's own configuration (`--reference-size`, default the simulated camera's 320x240,
+ResNet-18 backbone: `sam2grasp train --backbone resnet18`) is too slow on a CPU for whole epochs: it runs
+`--reference-steps` timed steps (after one untimed) on the same samples, and its epoch is the median step times the
+steps per epoch (reported as such; 0 steps skips it).
+
 Usage: python bench/training.py [--json] [--data DIR] [--episodes N] [--image-size WxH] [--batch-size B]
-       [--repeats R] [--threads T] [--workdir DIR]
+       [--repeats R] [--reference-size WxH] [--reference-steps S] [--threads T] [--workdir DIR]
 
 Data: the first N episodes of DIR and its complete feature cache (the spec of --features, default pooled4; a
 tracker-mask cache is preferred over an oracle one). Without DIR, or when DIR has no complete cache, a small
@@ -113,6 +119,22 @@ def epoch_seconds(step: Callable[[np.ndarray], None], samples: int, batch: int, 
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
+def step_seconds(
+    step: Callable[[np.ndarray], None], samples: int, batch: int, steps: int, seed: int
+) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of `steps` timed steps of `step(indices)` over full batches of a seeded
+    permutation (one warm-up step first, untimed)."""
+    order = np.random.default_rng(seed).permutation(samples)
+    step(order[:batch])
+    wall, cpu = [], []
+    for b in range(min(steps, samples // batch)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step(order[b * batch : (b + 1) * batch])
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return statistics.median(wall), statistics.median(cpu)
+
+
 def trainer(policy: torch.nn.Module, loss_of: Callable[[np.ndarray], Any]) -> Callable[[np.ndarray], None]:
     """One AdamW step (grad clip 10) of `policy` on the loss (a scalar tensor) of a batch of sample indices."""
     optim = torch.optim.AdamW(policy.parameters(), lr=1e-4, weight_decay=1e-4)
@@ -201,6 +223,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         image_times.append(epoch_seconds(image_step, len(image_data), args.batch_size, r))
     head_epoch, image_epoch = statistics.median(t[0] for t in head_times), statistics.median(t[0] for t in image_times)
     head_cpu, image_cpu = statistics.median(t[1] for t in head_times), statistics.median(t[1] for t in image_times)
+    reference = reference_epoch(args, data, picks, head, len(head_data)) if args.reference_steps > 0 else None
 
     sam2grasp.eval()
     baseline.eval()
@@ -244,6 +267,45 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "head_step_inference": step,
         "baseline_chunk_inference": image_chunk,
         "inference_target_ms": INFERENCE_TARGET_MS,
+        "reference": reference,
+        "ratio_reference": reference["epoch_s"] / head_epoch if reference else None,
+        "ratio_reference_cpu": reference["epoch_cpu_s"] / head_cpu if reference else None,
+    }
+
+
+def reference_epoch(
+    args: argparse.Namespace, data: Path, picks: list[int], head: dict[str, Any], samples: int
+) -> dict[str, Any]:
+    """ACT's own configuration (ResNet-18 from scratch at `--reference-size`, the same transformer) on the same
+    samples: the median of `--reference-steps` timed steps, and the epoch as that median times the steps per epoch."""
+    cfg = ImageACTConfig.create("act", parse_image_size(args.reference_size), backbone="resnet18", **head)
+    t0 = time.perf_counter()
+    frames = load_image_episodes(data, cfg, "joint", picks)
+    load_s = time.perf_counter() - t0
+    dataset = ImageChunkDataset(frames, args.chunk)
+    if len(dataset) != samples:
+        raise RuntimeError(f"the reference sees {len(dataset)} samples, the head {samples}: not the same data")
+    torch.manual_seed(0)
+    policy = ImageACTPolicy(cfg)
+    policy.normalizer.set_stats(compute_stats([e.arrays() for e in frames]))
+
+    def loss(idx: np.ndarray) -> Any:
+        f, s, tgt = dataset.batch(idx)
+        return policy(f, s, tgt)[0]
+
+    wall, cpu = step_seconds(trainer(policy, loss), samples, args.batch_size, args.reference_steps, 0)
+    per_epoch = samples // args.batch_size
+    return {
+        "image_size": args.reference_size,
+        "backbone": cfg.backbone,
+        "tokens": cfg.head.n_tokens,
+        "parameters": policy.num_parameters(),
+        "load_seconds": round(load_s, 2),
+        "timed_steps": min(args.reference_steps, per_epoch),
+        "step_s": wall,
+        "step_cpu_s": cpu,
+        "epoch_s": wall * per_epoch,
+        "epoch_cpu_s": cpu * per_epoch,
     }
 
 
@@ -265,8 +327,22 @@ def _table(r: dict[str, Any]) -> str:
             f"{c['cpu_p99_ms']:.2f}); select_action (ensembling) p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms "
             f"(CPU {s['cpu_p50_ms']:.2f} / {s['cpu_p99_ms']:.2f}) (target <= {r['inference_target_ms']:.0f} ms)",
             f"baseline inference (reference): chunk p50 {b['p50_ms']:.2f} ms, p99 {b['p99_ms']:.2f} ms",
+            *_reference_lines(r),
         ]
     )
+
+
+def _reference_lines(r: dict[str, Any]) -> list[str]:
+    ref = r["reference"]
+    if ref is None:
+        return ["ACT's own configuration (ResNet-18): not timed (--reference-steps 0)"]
+    return [
+        f"ACT's own configuration ({ref['image_size']} frames, ResNet-18 from scratch, {ref['tokens']} tokens, "
+        f"{ref['parameters'] / 1e6:.2f} M params): median step {ref['step_s']:.2f} s over {ref['timed_steps']} steps "
+        f"-> {ref['epoch_s']:.1f} s/epoch ({ref['epoch_cpu_s']:.1f} CPU s)",
+        f"ratio against it {r['ratio_reference']:.1f}x wall, {r['ratio_reference_cpu']:.1f}x CPU "
+        f"(target >= {r['ratio_target']:.0f}x)",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,13 +359,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ff-dim", type=int, default=512)
     parser.add_argument("--encoder-layers", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=1, help="alternating epochs of each, median kept (default 1)")
+    parser.add_argument(
+        "--reference-size", default="320x240", help="ACT's own configuration: frames WxH (default 320x240)"
+    )
+    parser.add_argument(
+        "--reference-steps", type=int, default=5, help="timed steps of ACT's own configuration (default 5; 0: skip)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--workdir", default=None, help="where a small dataset is built (default: a temp dir)")
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.batch_size < 1 or args.repeats < 1:
         parser.error("--episodes, --batch-size and --repeats must be >= 1")
+    if args.reference_steps < 0:
+        parser.error(f"--reference-steps must be >= 0 (0 skips ACT's own configuration), got {args.reference_steps}")
     try:
         parse_image_size(args.image_size)
+        parse_image_size(args.reference_size)
     except ValueError as e:
         parser.error(str(e))
     if args.data and not Path(args.data).is_dir():

@@ -219,6 +219,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         head=head,
         image_size=parse_image_size(args.image_size) if args.image_size else None,
         learn_undone_closes=args.learn_undone_closes,
+        backbone=args.backbone,
     )
     train_cfg = HeadTrainConfig(
         epochs=args.epochs,
@@ -443,6 +444,11 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     p.add_argument("--cache", default=None, help="feature-cache directory (default: found under DATA/cache)")
     p.add_argument("--out", default=None, help="run directory (resumed; default runs/POLICY)")
     p.add_argument("--image-size", default=None, help="baselines: frames downscaled to WxH pixels (default 128x96)")
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="baselines: vision backbone trained from scratch, cnn (small, for CPUs; default) or resnet18 (ACT's)",
+    )
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--chunk", type=int, default=20, help="actions per predicted chunk K (default 20)")
     p.add_argument("--action-mode", default="joint", choices=["joint", "ee"], help="joint targets or TCP pose")

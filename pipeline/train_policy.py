@@ -51,8 +51,9 @@ class PolicyTrainConfig:
     cache: an explicit cache directory; val_fraction: share of episodes held out (whole episodes); action_mode:
     "joint" or "ee"; head: ACTConfig fields other than those taken from the cache (feature_spec, token_dim,
     n_tokens, action_mode). image_size: (width, height) pixels the image baselines downscale frames to (None:
-    128x96); features, cache: SAM2Grasp only; image_size: baselines only. learn_undone_closes: also learn the
-    close labels a demonstration opens again (`policy.undone_closes`; by default they stay out of the loss).
+    128x96); backbone: the baselines' vision backbone ("cnn" or "resnet18", `policy.image_act_config.BACKBONES`;
+    None: cnn); features, cache: SAM2Grasp only; image_size, backbone: baselines only. learn_undone_closes: also
+    learn the close labels a demonstration opens again (`policy.undone_closes`; by default they stay out of the loss).
     """
 
     policy: str = "sam2grasp"
@@ -63,6 +64,7 @@ class PolicyTrainConfig:
     head: dict[str, Any] | None = None
     image_size: tuple[int, int] | None = None
     learn_undone_closes: bool = False
+    backbone: str | None = None
 
     def __post_init__(self) -> None:
         check_policy_name(self.policy)
@@ -70,6 +72,12 @@ class PolicyTrainConfig:
             raise ValueError(f"unknown action mode {self.action_mode!r}; valid: joint, ee")
         if self.policy == "sam2grasp" and self.image_size is not None:
             raise ValueError("--image-size sets the image baselines' input; sam2grasp reads cached features")
+        if self.policy == "sam2grasp" and self.backbone is not None:
+            raise ValueError("--backbone sets the image baselines' vision backbone; sam2grasp reads cached features")
+        if self.backbone is not None:
+            from policy.image_act_config import check_backbone
+
+            check_backbone(self.backbone)
         if self.policy != "sam2grasp" and (self.features is not None or self.cache is not None):
             raise ValueError(f"--features and --cache select SAM2 feature caches; {self.policy!r} trains on frames")
 
@@ -351,7 +359,11 @@ def _train_baseline(data: Path, out: Path, config: PolicyTrainConfig, train_cfg:
 
     start = time.perf_counter()
     image_cfg = ImageACTConfig.create(
-        config.policy, config.image_size or DEFAULT_IMAGE_SIZE, action_mode=config.action_mode, **(config.head or {})
+        config.policy,
+        config.image_size or DEFAULT_IMAGE_SIZE,
+        backbone=config.backbone or "cnn",
+        action_mode=config.action_mode,
+        **(config.head or {}),
     )
     episodes = load_image_episodes(data, image_cfg, config.action_mode, learn_undone_closes=config.learn_undone_closes)
     # the same whole-episode split as SAM2Grasp's (same function, seed and episode order): the same held-out episodes

@@ -1,6 +1,7 @@
-"""The image-based ACT baselines: a CNN trained from scratch + policy/act.py's ACT transformer.
+"""The image-based ACT baselines: a vision backbone trained from scratch + policy/act.py's ACT transformer.
 
-`ImageACTPolicy` = `ConvEncoder` (frames -> one token per feature-map cell) + `ACTPolicy` (configured by the
+`ImageACTPolicy` = the config's backbone (`ConvEncoder` or `ResNet18Encoder`: frames -> one token per feature-map
+cell) + `ACTPolicy` (configured by the
 config's `TokenMapACTConfig`): the transformer, its optional CVAE, the L1 (+ KL) loss, the normaliser of state and
 actions and `select_action`'s queue / temporal ensembling are all policy/act.py's. The extras slot of the
 transformer holds one constant zero. Frames are uint8 (B, h, w, 3) at the config's image size, already prepared
@@ -17,17 +18,25 @@ from policy.act import ACTPolicy, LossInfo, PolicyInput, PolicyTarget
 from policy.image_act_config import ImageACTConfig
 from policy.image_encoder import ConvEncoder
 from policy.normalize import Normalizer
+from policy.resnet_encoder import ResNet18Encoder
+
+
+def build_backbone(config: ImageACTConfig) -> ConvEncoder | ResNet18Encoder:
+    """The vision backbone `config.backbone` names, freshly initialised."""
+    if config.backbone == "resnet18":
+        return ResNet18Encoder()
+    return ConvEncoder(config.channels)
 
 
 class ImageACTPolicy(nn.Module):
-    """CNN + ACT transformer; call `eval()` before inference and `reset()` at every episode start."""
+    """Vision backbone + ACT transformer; call `eval()` before inference and `reset()` at every episode start."""
 
     def __init__(self, config: ImageACTConfig) -> None:
         super().__init__()
         if not isinstance(config, ImageACTConfig):
             raise ValueError(f"ImageACTPolicy needs an ImageACTConfig, got {type(config).__name__}")
         self.config = config
-        self.encoder = ConvEncoder(config.channels)
+        self.encoder = build_backbone(config)
         self.head = ACTPolicy(config.head)
 
     @property
@@ -55,7 +64,7 @@ class ImageACTPolicy(nn.Module):
         return frames.to(self._device())
 
     def policy_input(self, frames: torch.Tensor, state: torch.Tensor) -> PolicyInput:
-        """The transformer's input: one token per CNN map cell, a zero extras value, the state."""
+        """The transformer's input: one token per backbone map cell, a zero extras value, the state."""
         tokens = self.encoder.tokens(self.validate_frames(frames))
         extras = torch.zeros(tokens.shape[0], 1, device=tokens.device)
         return PolicyInput(tokens=tokens, extras=extras, state=state)

@@ -6,9 +6,11 @@ The paper's baselines, trained from scratch on the same demonstrations as SAM2Gr
 - `act-cvae-condition`: the CVAE variant with the target's box drawn on every frame (training: the dataset's
   per-frame box; evaluation: the box of the SAM2 tracker prompted with the first frame's box).
 
-The transformer is policy/act.py's, configured by a `TokenMapACTConfig` (an `ACTConfig` whose tokens are the CNN
+The vision backbone (`backbone`) is a small CNN sized for CPU training ("cnn", the default) or ACT's own ResNet-18
+layout ("resnet18", `policy.resnet_encoder`), both trained from scratch. The transformer is policy/act.py's,
+configured by a `TokenMapACTConfig` (an `ACTConfig` whose tokens are the CNN
 map's cells instead of a SAM2 feature spec); its `extras` slot holds one constant zero (the baselines read no
-tracker features). A checkpoint is only valid for its policy type, image size and action mode.
+tracker features). A checkpoint is only valid for its policy type, backbone, image size and action mode.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from policy.act_config import ACTConfig
 from policy.features import EXTRAS_DIM
 from policy.image_encoder import map_size
+from policy.resnet_encoder import RESNET18_CHANNELS, RESNET18_STRIDE_STEPS
 
 #: The baselines `sam2grasp train --policy` builds from frames.
 POLICY_TYPES: tuple[str, ...] = ("act", "act-cvae", "act-cvae-condition")
@@ -28,6 +31,10 @@ POLICY_TYPES: tuple[str, ...] = ("act", "act-cvae", "act-cvae-condition")
 CNN_TOKENS = "cnn-map"
 #: Default policy image size (width, height) in pixels: 4:3 like the camera, small enough for CPU training.
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (128, 96)
+#: Vision backbones: the small CNN (one token per cell after len(channels) stride-2 stages) or ACT's ResNet-18.
+BACKBONES: tuple[str, ...] = ("cnn", "resnet18")
+#: Stage widths of the small CNN unless given.
+DEFAULT_CNN_CHANNELS: tuple[int, ...] = (32, 64, 128, 128)
 #: Transformer fields the image config sets itself.
 FIXED_HEAD_FIELDS: tuple[str, ...] = (
     "feature_spec",
@@ -74,6 +81,12 @@ def _check_channels(channels: object) -> None:
         raise ValueError(f"ImageACTConfig.channels must be integers within 1..1024, got {channels!r}")
 
 
+def check_backbone(backbone: object) -> None:
+    """ValueError unless `backbone` is one of `BACKBONES`."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown image backbone {backbone!r}; valid: {', '.join(BACKBONES)}")
+
+
 def uses_cvae(policy: str) -> bool:
     """Whether baseline `policy` trains with the CVAE."""
     return policy != "act"
@@ -84,7 +97,8 @@ class ImageACTConfig:
     """An image baseline: its type, input size, CNN and the transformer reading the CNN's map.
 
     policy: one of `POLICY_TYPES`; image_width, image_height: pixels the frames are downscaled to (16..1024);
-    channels: CNN stage widths (one stride-2 stage each); box_colour: RGB of the drawn target box and
+    backbone: one of `BACKBONES`; channels: the CNN's stage widths (one stride-2 stage each), or for "resnet18" its
+    fixed `RESNET18_CHANNELS`; box_colour: RGB of the drawn target box and
     box_thickness its line width in pixels at the policy's image size (condition variant only);
     head: the transformer, whose token count and width must match the CNN map (use `ImageACTConfig.create`).
     """
@@ -93,9 +107,10 @@ class ImageACTConfig:
     head: TokenMapACTConfig
     image_width: int = DEFAULT_IMAGE_SIZE[0]
     image_height: int = DEFAULT_IMAGE_SIZE[1]
-    channels: tuple[int, ...] = (32, 64, 128, 128)
+    channels: tuple[int, ...] = DEFAULT_CNN_CHANNELS
     box_colour: tuple[int, int, int] = (0, 255, 255)
     box_thickness: int = 2
+    backbone: str = "cnn"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICY_TYPES:
@@ -105,7 +120,13 @@ class ImageACTConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
                 raise ValueError(f"ImageACTConfig.{name} must be an integer within {lo}..{hi} pixels, got {v!r}")
+        check_backbone(self.backbone)
         _check_channels(self.channels)
+        if self.backbone == "resnet18" and self.channels != RESNET18_CHANNELS:
+            raise ValueError(
+                f"ImageACTConfig.channels of the resnet18 backbone are fixed at {RESNET18_CHANNELS}, got "
+                f"{self.channels} (stage widths are a setting of the cnn backbone only)"
+            )
         colour = self.box_colour
         if not (
             isinstance(colour, tuple)
@@ -129,7 +150,7 @@ class ImageACTConfig:
         if wrong:
             raise ValueError(
                 f"ImageACTConfig.head does not fit a {self.policy!r} policy on {self.image_width}x{self.image_height} "
-                f"frames with channels {self.channels}: found {wrong}, needs "
+                f"frames with the {self.backbone} backbone (channels {self.channels}): found {wrong}, needs "
                 f"{ {k: want[k] for k in wrong} } (build it with ImageACTConfig.create)"
             )
 
@@ -138,19 +159,24 @@ class ImageACTConfig:
         cls,
         policy: str,
         image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE,
-        channels: tuple[int, ...] = (32, 64, 128, 128),
+        channels: tuple[int, ...] | None = None,
+        backbone: str = "cnn",
         **head: Any,
     ) -> ImageACTConfig:
-        """A config whose transformer fits the CNN map; `head` holds other `ACTConfig` fields (chunk_size, ...)."""
+        """A config whose transformer fits the backbone's map; `head` holds other `ACTConfig` fields (chunk_size,
+        ...). channels: None for the backbone's own (`DEFAULT_CNN_CHANNELS`, `RESNET18_CHANNELS`)."""
         fixed = sorted(set(FIXED_HEAD_FIELDS) & set(head))
         if fixed:
-            raise ValueError(f"head settings {fixed} follow from the policy type, image size and channels; remove them")
+            raise ValueError(f"head settings {fixed} follow from the policy type, image size and backbone; remove them")
         if policy not in POLICY_TYPES:
             raise ValueError(f"unknown image policy {policy!r}; valid: {', '.join(POLICY_TYPES)}")
+        check_backbone(backbone)
         width, height = image_size
+        if channels is None:
+            channels = RESNET18_CHANNELS if backbone == "resnet18" else DEFAULT_CNN_CHANNELS
         channels = tuple(channels)
         _check_channels(channels)
-        cells = map_size(width, height, len(channels))
+        cells = map_size(width, height, _stride_steps(backbone, channels))
         head_cfg = TokenMapACTConfig(
             feature_spec=CNN_TOKENS,
             token_dim=channels[-1],
@@ -160,7 +186,14 @@ class ImageACTConfig:
             normalize_tokens=False,
             **head,
         )
-        return cls(policy=policy, head=head_cfg, image_width=width, image_height=height, channels=channels)
+        return cls(
+            policy=policy,
+            head=head_cfg,
+            image_width=width,
+            image_height=height,
+            channels=channels,
+            backbone=backbone,
+        )
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -169,8 +202,8 @@ class ImageACTConfig:
 
     @property
     def map_cells(self) -> tuple[int, int]:
-        """CNN feature-map cells (w, h): one encoder token each."""
-        return map_size(self.image_width, self.image_height, len(self.channels))
+        """Backbone feature-map cells (w, h): one encoder token each."""
+        return map_size(self.image_width, self.image_height, _stride_steps(self.backbone, self.channels))
 
     @property
     def draws_box(self) -> bool:
@@ -179,8 +212,9 @@ class ImageACTConfig:
 
     @property
     def input_name(self) -> str:
-        """What the policy reads, for reports: "rgb128x96" or "rgb128x96+box"."""
-        return f"rgb{self.image_width}x{self.image_height}" + ("+box" if self.draws_box else "")
+        """What the policy reads, for reports: "rgb128x96", "rgb128x96+box", with "-resnet18" for that backbone."""
+        name = f"rgb{self.image_width}x{self.image_height}" + ("+box" if self.draws_box else "")
+        return name + ("" if self.backbone == "cnn" else f"-{self.backbone}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -195,7 +229,7 @@ class ImageACTConfig:
             raise ValueError(f"ImageACTConfig must be a JSON object, got {type(data).__name__}")
         valid = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - valid)
-        missing = sorted({"policy", "head"} - set(data))
+        missing = sorted({"policy", "head"} - set(data))  # a file without "backbone" predates it: the cnn
         if unknown or missing:
             raise ValueError(f"ImageACTConfig keys: unknown {unknown}, missing {missing}; valid keys: {sorted(valid)}")
         head = data["head"]
@@ -225,3 +259,8 @@ class ImageACTConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"ImageACTConfig JSON is not valid JSON: {e}") from None
         return cls.from_dict(data)
+
+
+def _stride_steps(backbone: str, channels: tuple[int, ...]) -> int:
+    """Stride-2 steps from frame to token map: one per CNN stage, or the ResNet-18's five."""
+    return RESNET18_STRIDE_STEPS if backbone == "resnet18" else len(channels)

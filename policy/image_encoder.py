@@ -1,7 +1,8 @@
 """The image baselines' vision backbone: a small CNN in plain torch, trained from scratch with the ACT transformer.
 
 No pretrained backbone exists here (the paper's ACT baselines use an ImageNet ResNet-18; torchvision cannot be
-installed beside the CPU torch), so the baselines learn their vision from the demonstrations alone. Each stage is
+installed beside the CPU torch), so the baselines learn their vision from the demonstrations alone. This small CNN
+is the default, sized to train on two CPU cores; `policy.resnet_encoder` holds ACT's own ResNet-18 layout. Each stage is
 a stride-2 3x3 convolution and a stride-1 3x3 convolution, each followed by GroupNorm and ReLU; after S stages a
 W x H frame becomes a map of ceil(W / 2^S) x ceil(H / 2^S) cells of `channels[-1]` features, and every cell
 becomes one encoder token of the ACT transformer (the transformer's learned position embeddings tell the cells
@@ -33,8 +34,15 @@ def map_size(width: int, height: int, stages: int) -> tuple[int, int]:
     return w, h
 
 
-def _norm(channels: int) -> nn.GroupNorm:
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm over `channels` in `GROUPS` groups (or the largest common divisor of the two)."""
     return nn.GroupNorm(math.gcd(GROUPS, channels), channels)
+
+
+def normalized_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (B, H, W, 3) as float32 (B, 3, H, W) scaled to (x / 255 - PIXEL_MEAN) / PIXEL_STD."""
+    x = frames.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+    return (x - PIXEL_MEAN) / PIXEL_STD
 
 
 class ConvEncoder(nn.Module):
@@ -49,10 +57,10 @@ class ConvEncoder(nn.Module):
         for c in channels:
             layers += [
                 nn.Conv2d(c_in, c, 3, stride=2, padding=1, bias=False),
-                _norm(c),
+                group_norm(c),
                 nn.ReLU(inplace=True),
                 nn.Conv2d(c, c, 3, padding=1, bias=False),
-                _norm(c),
+                group_norm(c),
                 nn.ReLU(inplace=True),
             ]
             c_in = c
@@ -64,8 +72,7 @@ class ConvEncoder(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """The feature map of uint8 frames (B, H, W, 3); the caller checks shapes and dtype."""
-        x = frames.permute(0, 3, 1, 2).to(torch.float32) / 255.0
-        out: torch.Tensor = self.body((x - PIXEL_MEAN) / PIXEL_STD)
+        out: torch.Tensor = self.body(normalized_pixels(frames))
         return out
 
     def tokens(self, frames: torch.Tensor) -> torch.Tensor:

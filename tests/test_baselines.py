@@ -23,10 +23,11 @@ from policy.act import PolicyTarget
 from policy.baseline_data import ImageChunkDataset, ImageEpisode
 from policy.checkpoint import PolicyCheckpointError, load_policy, save_policy
 from policy.frame_prep import draw_box, prepare_frame, resize_frame
-from policy.image_act import ImageACTPolicy
+from policy.image_act import ImageACTPolicy, build_backbone
 from policy.image_act_config import ImageACTConfig, TokenMapACTConfig, parse_image_size
 from policy.image_agent import ImageACTAgent, load_image_agent
 from policy.image_checkpoint import checkpoint_policy_type, load_image_policy, save_image_policy
+from policy.resnet_encoder import ResNet18Encoder
 from policy.train_head import HeadTrainConfig
 from policy.train_image import train_image_policy
 
@@ -89,12 +90,66 @@ def test_config_validation_errors() -> None:
         (lambda: ImageACTConfig.from_dict({**cfg.to_dict(), "colour": 1}), r"unknown \['colour'\]"),
         (lambda: ImageACTConfig.from_dict({"policy": "act"}), r"missing \['head'\]"),
         (lambda: ImageACTConfig.from_json("{"), "not valid JSON"),
+        (lambda: ImageACTConfig.create("act", backbone="resnet50"), "unknown image backbone 'resnet50'; valid: cnn, "),
+        (lambda: ImageACTConfig.create("act", backbone="resnet18", channels=(64, 128)), "fixed at \\(64, 128, 256"),
+        (lambda: ImageACTConfig(policy="act", head=cfg.head, backbone="vit"), "valid: cnn, resnet18"),
         (lambda: parse_image_size("128*96"), "WIDTHxHEIGHT"),
     ]
     for make, message in cases:
         with pytest.raises(ValueError, match=message):
             make()
     assert parse_image_size(" 64x48 ") == (64, 48)
+
+
+def test_resnet18_backbone_config_and_map() -> None:
+    cfg = ImageACTConfig.create("act-cvae-condition", (320, 240), backbone="resnet18", chunk_size=K)
+    assert cfg.channels == (64, 128, 256, 512)
+    assert cfg.map_cells == (10, 8)  # stride 32: ACT's last ResNet stage
+    assert (cfg.head.n_tokens, cfg.head.token_dim) == (80, 512)
+    assert cfg.input_name == "rgb320x240+box-resnet18"
+    assert ImageACTConfig.from_json(cfg.to_json()) == cfg
+    # a config written before backbones were a setting reads as the small CNN
+    old = ImageACTConfig.create("act", (128, 96), chunk_size=K).to_dict()
+    del old["backbone"]
+    assert ImageACTConfig.from_dict(old).backbone == "cnn"
+    # the token count the config promises is the one each backbone's convolutions give, odd sizes included
+    torch.manual_seed(0)
+    for backbone, size in (("resnet18", (33, 17)), ("resnet18", (64, 48)), ("cnn", (33, 17))):
+        c = ImageACTConfig.create(
+            "act", size, backbone=backbone, **({} if backbone == "resnet18" else {"channels": (8, 16)})
+        )
+        encoder = build_backbone(c)
+        w, h = size
+        tokens = encoder.tokens(torch.zeros(2, h, w, 3, dtype=torch.uint8))
+        assert tokens.shape == (2, c.head.n_tokens, c.head.token_dim), (backbone, size)
+
+
+def test_resnet18_policy_trains_and_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    head: dict[str, Any] = {k: v for k, v in TINY_HEAD.items() if k != "chunk_size"}
+    cfg = ImageACTConfig.create("act", (64, 48), backbone="resnet18", chunk_size=K, **head)
+    policy = ImageACTPolicy(cfg)
+    # ResNet-18 less its classifier has 11,176,512 parameters (GroupNorm's affine pair per channel as BatchNorm's)
+    assert sum(p.numel() for p in policy.encoder.parameters()) == 11_176_512
+    frames, state = batch(4, (64, 48))
+    loss, _ = policy.train()(frames, state, target(4))
+    loss.backward()
+    assert isinstance(policy.encoder, ResNet18Encoder)
+    conv = policy.encoder.stem[0]
+    assert isinstance(conv, torch.nn.Conv2d)
+    stem = conv.weight.grad
+    assert stem is not None
+    assert float(stem.abs().sum()) > 0  # the loss reaches the first convolution
+    policy.eval()
+    save_image_policy(tmp_path / "r", policy)
+    loaded = load_image_policy(tmp_path / "r", expect_image_size=(64, 48))
+    assert loaded.config.backbone == "resnet18"
+    torch.testing.assert_close(loaded.predict_action_chunk(frames, state), policy.predict_action_chunk(frames, state))
+    # the small CNN's weights under a resnet18 config: refused with the keys named
+    save_image_policy(tmp_path / "cnn", ImageACTPolicy(ImageACTConfig.create("act", (64, 48), chunk_size=K, **head)))
+    (tmp_path / "cnn" / "config.json").write_text((tmp_path / "r" / "config.json").read_text())
+    with pytest.raises(PolicyCheckpointError, match=r"missing \['encoder.stages"):
+        load_image_policy(tmp_path / "cnn")
 
 
 # ---------------------------------------------------------------- the policy and its checkpoints
@@ -285,13 +340,15 @@ def test_train_and_eval_each_baseline_end_to_end(
 ) -> None:
     root, data = workspace["root"], str(workspace["data"])
     steps: dict[str, int] = {}
-    for policy in ("act", "act-cvae-condition"):
+    # act-cvae runs on ACT's ResNet-18 layout: its 64x48 frames become a 2 x 2 map of 512-wide tokens
+    for policy, backbone in (("act", []), ("act-cvae", ["--backbone", "resnet18"]), ("act-cvae-condition", [])):
         out = root / policy
-        args = ["train", "--policy", policy, "--data", data, "--out", str(out), "--epochs", "1", *TINY, "--json"]
-        assert main(args) == 0
+        args = ["train", "--policy", policy, "--data", data, "--out", str(out), "--epochs", "1", *TINY, *backbone]
+        assert main([*args, "--json"]) == 0
         report = json.loads(capsys.readouterr().out)
         assert report["policy"] == policy
-        assert report["features"] == "rgb64x48" + ("+box" if policy.endswith("condition") else "")
+        suffix = ("+box" if policy.endswith("condition") else "") + ("-resnet18" if backbone else "")
+        assert report["features"] == "rgb64x48" + suffix
         assert (report["train_episodes"], report["val_episodes"]) == (1, 1)
         assert report["epochs_done"] == 1
         steps[policy] = report["steps"]
@@ -299,6 +356,8 @@ def test_train_and_eval_each_baseline_end_to_end(
         assert Path(report["loss_curve"]).is_file()
         loaded = load_image_policy(report["policy_dir"], expect_policy=policy, expect_image_size=(64, 48))
         assert loaded.config.head.chunk_size == 5
+        assert loaded.config.backbone == ("resnet18" if backbone else "cnn")
+        assert loaded.config.head.n_tokens == (4 if backbone else 12)
         ev = ["eval", "--policy", report["policy_dir"], *SMALL_EVAL, "--out", str(root / f"eval_{policy}")]
         if policy.endswith("condition"):
             assert main(ev) == 2  # the condition variant needs the tracker whose box it draws
@@ -337,6 +396,11 @@ def test_train_and_eval_refuse_options_of_the_other_kind(
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
     assert main(["train", "--policy", "acts", "--data", data, "--out", out]) == 2
     assert "valid: sam2grasp, act, act-cvae, act-cvae-condition" in capsys.readouterr().err
+    assert main(["train", "--policy", "sam2grasp", "--data", data, "--backbone", "resnet18", "--out", out]) == 2
+    assert "--backbone sets the image baselines' vision backbone" in capsys.readouterr().err
+    assert main(["train", "--policy", "act", "--data", data, "--backbone", "resnet50", "--out", out]) == 2
+    assert "unknown image backbone 'resnet50'; valid: cnn, resnet18" in capsys.readouterr().err
+    assert not Path(out).exists()
     head = workspace["root"] / "head"
     from policy.act import ACTPolicy
 
