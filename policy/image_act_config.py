@@ -8,9 +8,9 @@ The paper's baselines, trained from scratch on the same demonstrations as SAM2Gr
 
 The vision backbone (`backbone`) is a small CNN sized for CPU training ("cnn", the default) or ACT's own ResNet-18
 layout ("resnet18", `policy.resnet_encoder`), both trained from scratch. The transformer is policy/act.py's,
-configured by a `TokenMapACTConfig` (an `ACTConfig` whose tokens are the CNN
-map's cells instead of a SAM2 feature spec); its `extras` slot holds one constant zero (the baselines read no
-tracker features). A checkpoint is only valid for its policy type, backbone, image size and action mode.
+configured by a `TokenMapACTConfig` (an `ACTConfig` whose tokens are the backbone map's cells instead of a SAM2
+feature spec); its `extras` slot holds one constant zero (the baselines read no tracker features). A checkpoint
+is only valid for its policy type, backbone, image size and action mode.
 """
 
 from __future__ import annotations
@@ -94,13 +94,14 @@ def uses_cvae(policy: str) -> bool:
 
 @dataclass(frozen=True)
 class ImageACTConfig:
-    """An image baseline: its type, input size, CNN and the transformer reading the CNN's map.
+    """An image baseline: its type, input size, vision backbone and the transformer reading the backbone's map.
 
     policy: one of `POLICY_TYPES`; image_width, image_height: pixels the frames are downscaled to (16..1024);
     backbone: one of `BACKBONES`; channels: the CNN's stage widths (one stride-2 stage each), or for "resnet18" its
     fixed `RESNET18_CHANNELS`; box_colour: RGB of the drawn target box and
     box_thickness its line width in pixels at the policy's image size (condition variant only);
-    head: the transformer, whose token count and width must match the CNN map (use `ImageACTConfig.create`).
+    head: the transformer, whose token count and width must match the backbone's map (use
+    `ImageACTConfig.create`).
     """
 
     policy: str
