@@ -68,6 +68,11 @@ def _cmd_eval_tracker(args: argparse.Namespace) -> int:
                 f"{lv.occlusion:4.1f}  {lv.miou:6.3f}  {lv.early_miou:8.3f}  {lv.baseline_miou:9.3f}  {lv.frames:6d}  "
                 f"{lv.recovery_frames:8.2f}  {lv.absent_on_black:15.3f}  {lv.identity_switch_rate:9.3f}"
             )
+            phases = " ".join(f"{v:.3f}" for v in lv.phase_miou)
+            print(
+                f"      mIoU by fifth of the episode: {phases}; target less than half visible: "
+                f"{lv.covered_miou:.3f} over {lv.covered_frames} frames"
+            )
     return 0
 
 

@@ -8,6 +8,10 @@ before the next blackout, counts as 10);
 the share of blacked-out frames the tracker calls absent; and identity switches, the share of frames in scenes
 with a same-named twin where the predicted mask sits on the twin instead of the target. A copy-the-first-box
 baseline (the prompt box, held still) is measured on the same frames.
+
+Where the IoU is lost: the same mean over each fifth of the episodes (`PHASES` equal parts of each episode's
+frames: the arm's approach first, the grasp and lift last), and over the frames on which less than
+`COVERED_SHARE` of the target's first-frame area is visible (the arm or the fingers cover it).
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ RECOVERED_IOU = 0.8
 RECOVERY_CAP = 10
 #: Tracked frames after the prompt whose IoU also counts in `early_miou`.
 EARLY_FRAMES = 10
+#: Equal parts of each episode over which `phase_miou` is taken.
+PHASES = 5
+#: A frame counts as covered when the target's visible area is below this share of its first-frame area.
+COVERED_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,9 @@ class LevelResult:
     absent_on_black: float
     identity_switch_rate: float
     twin_frames: int
+    phase_miou: tuple[float, ...] = ()
+    covered_miou: float = float("nan")
+    covered_frames: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,10 @@ def evaluate_tracker(
     step_times: list[float] = []
     for p in occlusions:
         ious, early, base, recov, absent, switched, twin_frames = [], [], [], [], [], 0, 0
+        by_phase: list[list[float]] = [[] for _ in range(PHASES)]
+        covered: list[float] = []
         for rgb, masks, box0, twins, ep_seed in loaded:
+            first_area = max(int(np.count_nonzero(masks[0])), 1)
             rng = np.random.default_rng([seed, ep_seed, round(p * 1000)])
             black = rng.random(len(rgb)) < p
             black[0] = False
@@ -121,6 +135,9 @@ def evaluate_tracker(
                     continue
                 score = iou(step.mask, masks[t])
                 ious.append(score)
+                by_phase[min(PHASES - 1, t * PHASES // len(rgb))].append(score)
+                if np.count_nonzero(masks[t]) < COVERED_SHARE * first_area:
+                    covered.append(score)
                 if 1 <= t <= EARLY_FRAMES:
                     early.append(score)
                 base.append(iou(prompt, masks[t]))
@@ -148,6 +165,9 @@ def evaluate_tracker(
                 absent_on_black=float(np.mean(absent)) if absent else float("nan"),
                 identity_switch_rate=switched / twin_frames if twin_frames else 0.0,
                 twin_frames=twin_frames,
+                phase_miou=tuple(float(np.mean(v)) if v else float("nan") for v in by_phase),
+                covered_miou=float(np.mean(covered)) if covered else float("nan"),
+                covered_frames=len(covered),
             )
         )
     return TrackerEvalReport(tuple(levels), len(loaded), 1000.0 * float(np.mean(step_times)) if step_times else 0.0)

@@ -46,3 +46,7 @@ def test_shipped_tracker_beats_untrained_and_first_box(held_out: Path) -> None:
     # tracked from the prompt frame on, while the arm is still away from the target (not found again only once the
     # gripper reaches it)
     assert good.early_miou > good.baseline_miou
+    # the breakdown of where IoU is lost covers the same frames as the mean
+    assert len(good.phase_miou) == 5
+    assert min(good.phase_miou) <= good.miou <= max(good.phase_miou)
+    assert 0 <= good.covered_frames < good.frames

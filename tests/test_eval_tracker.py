@@ -1,0 +1,69 @@
+"""eval-tracker's breakdown of where IoU is lost (by fifth of the episode, and on frames where the arm covers the
+target), checked against a scripted tracker whose IoU on every frame is known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from tiny_world import tiny_world
+
+from pipeline.dataset.reader import Dataset
+from policy.eval_tracker import COVERED_SHARE, PHASES, evaluate_tracker
+from policy.tracker import SAM2Tracker
+
+
+class HalfTracker:
+    """Gives the true mask on the first half of each episode's frames and nothing after (IoU 1, then 0)."""
+
+    def __init__(self, masks: list[npt.NDArray[np.bool_]]) -> None:
+        self.masks = masks
+        self.episode = -1
+        self.t = 0
+
+    def _step(self) -> Any:
+        m = self.masks[self.episode]
+        mask = m[self.t] if self.t < len(m) / 2 else np.zeros_like(m[self.t])
+        return type("Step", (), {"mask": mask, "visible": bool(mask.any())})()
+
+    def start(self, frame: Any, box: Any) -> Any:
+        self.episode += 1
+        self.t = 0
+        return self._step()
+
+    def step(self, frame: Any) -> Any:
+        self.t += 1
+        return self._step()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data, _, _ = tiny_world(tmp_path_factory.mktemp("eval_tracker"))
+    return data
+
+
+def test_phase_and_covered_breakdown_match_the_frames(world: Path) -> None:
+    ds = Dataset(world)
+    masks = []
+    for e in range(len(ds)):
+        ep = ds.load_episode(e)
+        masks.append(np.stack([ep.target_mask(t) for t in range(len(ep))]))
+    level = evaluate_tracker(cast(SAM2Tracker, HalfTracker(masks)), world, [0, 1], occlusions=(0.0,)).levels[0]
+    scores: list[list[float]] = [[] for _ in range(PHASES)]
+    covered = 0
+    for m in masks:
+        for t in range(len(m)):
+            if not m[t].any():
+                continue
+            scores[t * PHASES // len(m)].append(1.0 if t < len(m) / 2 else 0.0)
+            covered += int(m[t].sum() < COVERED_SHARE * m[0].sum())
+    assert level.frames == sum(len(s) for s in scores)
+    assert level.miou == pytest.approx(np.mean([v for s in scores for v in s]))
+    assert level.phase_miou == pytest.approx(tuple(np.mean(s) for s in scores))
+    assert level.phase_miou[0] == 1.0
+    assert level.phase_miou[-1] == 0.0
+    assert covered > 0  # the fingers cover the target in these episodes: the check below has something to count
+    assert level.covered_frames == covered
