@@ -1,12 +1,11 @@
 """The image-based ACT baselines: a vision backbone trained from scratch + policy/act.py's ACT transformer.
 
 `ImageACTPolicy` = the config's backbone (`ConvEncoder` or `ResNet18Encoder`: frames -> one token per feature-map
-cell) + `ACTPolicy` (configured by the
-config's `TokenMapACTConfig`): the transformer, its optional CVAE, the L1 (+ KL) loss, the normaliser of state and
-actions and `select_action`'s queue / temporal ensembling are all policy/act.py's. The extras slot of the
-transformer holds one constant zero. Frames are uint8 (B, h, w, 3) at the config's image size, already prepared
-by `policy.frame_prep.prepare_frame` (box drawn for the condition variant); state (B, 7) and actions in physical
-units (radians, metres).
+cell) + `ACTPolicy` (configured by the config's `TokenMapACTConfig`): the transformer, its optional CVAE, the L1
+(+ KL) loss, the normaliser of state and actions and `select_action`'s queue / temporal ensembling are all
+policy/act.py's. The extras slot of the transformer holds one constant zero. Frames are uint8 (B, h, w, 3) at
+the config's image size, already prepared by `policy.frame_prep.prepare_frame` (box drawn for the condition
+variant); state (B, 7) and actions in physical units (radians, metres).
 """
 
 from __future__ import annotations
