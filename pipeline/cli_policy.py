@@ -46,7 +46,7 @@ def _cmd_train_tracker(args: argparse.Namespace) -> int:
 def _cmd_eval_tracker(args: argparse.Namespace) -> int:
     import torch
 
-    from policy.eval_tracker import evaluate_tracker
+    from policy.eval_tracker import RECOVERY_CAP, evaluate_tracker
     from policy.sam2_build import build_sam2, checkpoint_crop, tracker_spec
     from policy.tracker import SAM2Tracker, TrackerConfig, parse_crop
 
@@ -73,6 +73,11 @@ def _cmd_eval_tracker(args: argparse.Namespace) -> int:
                 f"      mIoU by fifth of the episode: {phases}; target less than half visible: "
                 f"{lv.covered_miou:.3f} over {lv.covered_frames} frames"
             )
+            if lv.blackouts:
+                print(
+                    f"      recovery: {lv.recovery_censored} of {lv.blackouts} blackouts cut short by the next one "
+                    f"(counted at {RECOVERY_CAP}); the others {lv.recovery_uncensored_frames:.2f} frames"
+                )
     return 0
 
 

@@ -4,7 +4,8 @@ Per occlusion level p (share of frames blacked out after the prompt frame, seede
 the frames it is visible and not blacked out; the same over the first `EARLY_FRAMES` tracked frames alone, while the
 arm is still far from the target (a tracker that learned to follow the gripper fails exactly there); recovery,
 the frames after a blackout ends until IoU >= 0.8 again (a track that does not get there within 10 frames, or
-before the next blackout, counts as 10);
+before the next blackout, counts as 10; how many blackouts the next one cut short, and the mean over the others, are
+reported beside it);
 the share of blacked-out frames the tracker calls absent; and identity switches, the share of frames in scenes
 with a same-named twin where the predicted mask sits on the twin instead of the target. A copy-the-first-box
 baseline (the prompt box, held still) is measured on the same frames.
@@ -55,6 +56,10 @@ class LevelResult:
     phase_miou: tuple[float, ...] = ()
     covered_miou: float = float("nan")
     covered_frames: int = 0
+    #: blackouts that the next blackout cut short before the track reached `RECOVERED_IOU` (in the mean at the cap)
+    recovery_censored: int = 0
+    #: mean recovery over the other blackouts: those the track came back from, or did not within `RECOVERY_CAP`
+    recovery_uncensored_frames: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,12 @@ def _box_mask(box: npt.NDArray[np.float32], shape: tuple[int, int]) -> npt.NDArr
     x0, y0, x1, y1 = (round(v) for v in box)
     m[max(0, y0) : max(0, y1), max(0, x0) : max(0, x1)] = True
     return m
+
+
+def _uncensored_mean(recov: list[int], censored: int) -> float:
+    """Mean recovery without the `censored` blackouts (each of those entered `recov` as `RECOVERY_CAP`)."""
+    rest = len(recov) - censored
+    return (sum(recov) - censored * RECOVERY_CAP) / rest if rest else float("nan")
 
 
 def evaluate_tracker(
@@ -111,6 +122,7 @@ def evaluate_tracker(
     step_times: list[float] = []
     for p in occlusions:
         ious, early, base, recov, absent, switched, twin_frames = [], [], [], [], [], 0, 0
+        censored = 0
         by_phase: list[list[float]] = [[] for _ in range(PHASES)]
         covered: list[float] = []
         for rgb, masks, box0, twins, ep_seed in loaded:
@@ -129,6 +141,7 @@ def evaluate_tracker(
                     absent.append(not step.visible)
                     if since_black:  # a new blackout before the track recovered: not recovered (censored)
                         recov.append(RECOVERY_CAP)
+                        censored += 1
                     since_black = 0
                     continue
                 if not masks[t].any():
@@ -168,6 +181,8 @@ def evaluate_tracker(
                 phase_miou=tuple(float(np.mean(v)) if v else float("nan") for v in by_phase),
                 covered_miou=float(np.mean(covered)) if covered else float("nan"),
                 covered_frames=len(covered),
+                recovery_censored=censored,
+                recovery_uncensored_frames=_uncensored_mean(recov, censored),
             )
         )
     return TrackerEvalReport(tuple(levels), len(loaded), 1000.0 * float(np.mean(step_times)) if step_times else 0.0)

@@ -12,7 +12,7 @@ import pytest
 from tiny_world import tiny_world
 
 from pipeline.dataset.reader import Dataset
-from policy.eval_tracker import COVERED_SHARE, PHASES, evaluate_tracker
+from policy.eval_tracker import COVERED_SHARE, PHASES, RECOVERY_CAP, evaluate_tracker
 from policy.tracker import SAM2Tracker
 
 
@@ -67,3 +67,55 @@ def test_phase_and_covered_breakdown_match_the_frames(world: Path) -> None:
     assert level.phase_miou[-1] == 0.0
     assert covered > 0  # the fingers cover the target in these episodes: the check below has something to count
     assert level.covered_frames == covered
+
+
+class LagTracker:
+    """Gives the true mask except on the `lag` frames after each blacked-out frame (nothing there), so recovery after
+    every blackout is exactly `lag` frames unless the next blackout comes first."""
+
+    def __init__(self, masks: list[npt.NDArray[np.bool_]], lag: int) -> None:
+        self.masks = masks
+        self.lag = lag
+        self.episode = -1
+        self.t = 0
+        self.after_black = lag
+
+    def _step(self, frame: npt.NDArray[np.uint8]) -> Any:
+        m = self.masks[self.episode][self.t]
+        if not frame.any():
+            self.after_black = 0
+            mask = np.zeros_like(m)
+        elif self.after_black < self.lag:
+            self.after_black += 1
+            mask = np.zeros_like(m)
+        else:
+            mask = m
+        return type("Step", (), {"mask": mask, "visible": bool(mask.any())})()
+
+    def start(self, frame: npt.NDArray[np.uint8], box: Any) -> Any:
+        self.episode += 1
+        self.t = 0
+        self.after_black = self.lag
+        return self._step(frame)
+
+    def step(self, frame: npt.NDArray[np.uint8]) -> Any:
+        self.t += 1
+        return self._step(frame)
+
+
+def test_recovery_separates_blackouts_cut_short_by_the_next(world: Path) -> None:
+    ds = Dataset(world)
+    masks = []
+    for e in range(len(ds)):
+        ep = ds.load_episode(e)
+        masks.append(np.stack([ep.target_mask(t) for t in range(len(ep))]))
+    lag, p = 2, 0.4
+    level = evaluate_tracker(cast(SAM2Tracker, LagTracker(masks, lag)), world, [0, 1], occlusions=(p,)).levels[0]
+    # both kinds of blackout occur at this level in these episodes
+    assert level.blackouts > 0
+    assert level.recovery_censored > 0
+    assert level.recovery_censored < level.blackouts
+    # every blackout the next one did not cut short ends exactly `lag` frames later
+    assert level.recovery_uncensored_frames == pytest.approx(lag)
+    total = level.recovery_censored * RECOVERY_CAP + (level.blackouts - level.recovery_censored) * lag
+    assert level.recovery_frames == pytest.approx(total / level.blackouts)
