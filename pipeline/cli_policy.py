@@ -25,6 +25,8 @@ def _cmd_train_tracker(args: argparse.Namespace) -> int:
         stage1_batch=args.stage1_batch,
         stage2_batch=args.stage2_batch,
         first_frame_share=args.first_frame_share,
+        flip_prob=args.flip_prob,
+        color_jitter=args.color_jitter,
         stage1_budget_s=args.stage1_budget_s,
         stage2_budget_s=args.stage2_budget_s,
         seed=args.seed,
@@ -33,8 +35,10 @@ def _cmd_train_tracker(args: argparse.Namespace) -> int:
         crop=parse_crop(args.crop),
     )
     init = Path(args.init) if args.init else None
-    progress = train_tracker(Path(args.data), Path(args.out), cfg, log=lambda line: print(line, flush=True), init=init)
+    data = [Path(d) for d in args.data]
+    progress = train_tracker(data, Path(args.out), cfg, log=lambda line: print(line, flush=True), init=init)
     summary = {k: progress[k] for k in ("seconds", "held_out_episodes")}
+    summary["held_out_by_data"] = progress.get("held_out_by_data", {str(data[0]): progress["held_out_episodes"]})
     summary["weights"] = str(Path(args.out) / "tracker.safetensors")
     if args.json:
         print_json(summary)
@@ -82,7 +86,7 @@ def _cmd_eval_tracker(args: argparse.Namespace) -> int:
 
 
 def _parse_episode_list(text: str, data: Path) -> list[int]:
-    """ "a-b" (inclusive), "a,b,c", or "held-out" (the held-out episodes recorded by train-tracker next to --data)."""
+    """ "a-b" (inclusive) or "a,b,c", each within the dataset at `data`."""
     from pipeline.dataset.reader import Dataset
 
     n = len(Dataset(data))
@@ -388,7 +392,12 @@ def _add_cache_args(p: argparse.ArgumentParser) -> None:
 def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the perception and policy subcommands to `sub`, in the order `sam2grasp --help` lists them."""
     p = sub.add_parser("train-tracker", help="train the compact SAM2 tracker on simulated episodes")
-    p.add_argument("--data", required=True, help="dataset directory (from `collect`)")
+    p.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="dataset directory (from `collect`), or several trained on as one (episodes numbered in the order given)",
+    )
     p.add_argument("--out", default="runs/tracker", help="run directory: checkpoints, progress (resumed)")
     p.add_argument("--image-size", type=int, default=256, help="tracker input pixels (default 256)")
     p.add_argument("--stage1-steps", type=int, default=2000)
@@ -403,6 +412,15 @@ def add_policy_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     p.add_argument("--stage1-budget-s", type=float, default=0.0, help="seconds for stage 1 (0 = steps only)")
     p.add_argument("--stage2-budget-s", type=float, default=0.0, help="seconds for stage 2 (0 = steps only)")
+    p.add_argument(
+        "--flip-prob", type=float, default=0.5, help="share of samples mirrored left-right (default 0.5; 0 = off)"
+    )
+    p.add_argument(
+        "--color-jitter",
+        type=float,
+        default=0.2,
+        help="relative brightness, contrast and saturation change drawn per sample, within [0, 0.5] (default 0.2)",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--init", default=None, help="start from these weights (.safetensors) instead of random ones")
     p.add_argument(

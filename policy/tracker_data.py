@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +59,33 @@ def load_clips(
     """Decode the given episodes (default: all) of the dataset at `root`, cut to `crop` (fractions x0, y0, x1, y1
     of the frame, as `TrackerConfig.crop`; None = whole frame) and resized to `size` x `size`; `workers` threads
     decode episodes side by side (video decoding releases the GIL)."""
-    ds = Dataset(root)
-    picks = list(range(len(ds))) if episodes is None else episodes
+    picks = list(range(len(Dataset(root)))) if episodes is None else episodes
+    return load_clips_from([(root, picks)], size, workers=workers, crop=crop)
 
-    def one(e: int) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+
+def load_clips_from(
+    sources: Sequence[tuple[Path, list[int]]],
+    size: int,
+    *,
+    workers: int = 1,
+    crop: tuple[float, float, float, float] | None = None,
+) -> TrackingClips:
+    """`load_clips` over several datasets: the episodes of each `(root, episodes)` in turn, as one `TrackingClips`
+    (episodes numbered on from one dataset to the next). The arrays are allocated once from the recorded episode
+    lengths and filled in place, so memory peaks at the result's size."""
+    jobs: list[tuple[Dataset, Path, int]] = []
+    for root, picks in sources:
+        ds = Dataset(root)
+        jobs.extend((ds, root, e) for e in picks)
+    if not jobs:
+        raise ValueError("no episodes to load: every source lists none")
+    lengths = [ds.episode_meta(e).length for ds, _, e in jobs]
+    starts = np.cumsum([0, *lengths]).astype(np.int64)
+    frames = np.empty((int(starts[-1]), size, size, 3), dtype=np.uint8)
+    masks = np.empty((int(starts[-1]), size, size), dtype=bool)
+
+    def one(i: int) -> None:
+        ds, root, e = jobs[i]
         ep = ds.load_episode(e)
         if ep.rgb is None:
             raise ValueError(f"episode {e} of {root} has no colour frames")
@@ -69,16 +93,15 @@ def load_clips(
         x0, y0, x1, y1 = crop_pixels(crop, *ep.rgb.shape[1:3])
         rgb = np.ascontiguousarray(ep.rgb[:, y0:y1, x0:x1])
         target = np.ascontiguousarray(full[:, y0:y1, x0:x1])
-        return _resize(rgb, size, nearest=False), _resize(target, size, nearest=False) >= 128
+        frames[starts[i] : starts[i + 1]] = _resize(rgb, size, nearest=False)
+        masks[starts[i] : starts[i + 1]] = _resize(target, size, nearest=False) >= 128
 
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(one, picks))
+            list(pool.map(one, range(len(jobs))))
     else:
-        parts = [one(e) for e in picks]
-    starts = np.cumsum([0] + [len(f) for f, _ in parts])
-    return TrackingClips(
-        np.concatenate([f for f, _ in parts]), np.concatenate([m for _, m in parts]), starts.astype(np.int64)
-    )
+        for i in range(len(jobs)):
+            one(i)
+    return TrackingClips(frames, masks, starts)

@@ -6,8 +6,9 @@ Two stages, as the recipe that learned on 2 CPU cores:
    gating, which would otherwise cut the mask gradient whenever the score starts negative.
 2. tracking on clips: prompt on frame 0, SAM2's memory carries the target through the next frames; the image
    encoder is frozen; black frames and the arm's own occlusion teach the score when the target is not visible.
-Checkpoints (weights as safetensors, optimiser state, progress as JSON) are written every few minutes; a rerun
-resumes from the last one.
+Frames are mirrored and recoloured per sample (`tracker_augment`); several datasets may be trained on as one, their
+episodes numbered one after the other. Checkpoints (weights as safetensors, optimiser state, progress as JSON) are
+written every few minutes; a rerun resumes from the last one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,8 @@ from policy.sam2_build import (
     tracker_spec,
 )
 from policy.tracker import _MEAN, _STD, check_crop
-from policy.tracker_data import TrackingClips, load_clips
+from policy.tracker_augment import augment_clips, check_augment
+from policy.tracker_data import TrackingClips, load_clips_from
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class TrackerTrainConfig:
     first_frame_share: float = 0.5
     black_prob: float = 0.15
     box_jitter: float = 0.1
+    #: share of samples mirrored left-right, and the relative colour change drawn per sample (`tracker_augment`)
+    flip_prob: float = 0.5
+    color_jitter: float = 0.2
     held_out: float = 0.1
     seed: int = 0
     checkpoint_every_s: float = 180.0
@@ -72,6 +78,7 @@ class TrackerTrainConfig:
             raise ValueError(f"first_frame_share must be a share within [0, 1], got {self.first_frame_share}")
         if not 0 <= self.black_prob < 1 or not 0 <= self.box_jitter <= 0.5 or not 0 < self.held_out < 1:
             raise ValueError("black_prob within [0, 1), box_jitter within [0, 0.5], held_out within (0, 1)")
+        check_augment(self.flip_prob, self.color_jitter)
         if self.stage1_budget_s < 0 or self.stage2_budget_s < 0:
             raise ValueError("stage budgets are seconds >= 0 (0 = no time limit, the step counts alone)")
 
@@ -182,8 +189,10 @@ def stage1_step(
 ) -> tuple[torch.Tensor, float]:
     """Box -> mask on single frames; some frames blacked out with a random box to teach 'absent'."""
     dev = _model_device(model)
-    frames = torch.from_numpy(data.frames[idx]).to(dev)
-    masks = torch.from_numpy(data.masks[idx]).to(dev)
+    frames = torch.from_numpy(data.frames[idx]).to(dev)[:, None]
+    masks = torch.from_numpy(data.masks[idx]).to(dev)[:, None]
+    frames, masks = augment_clips(frames, masks, cfg.flip_prob, cfg.color_jitter, rng)
+    frames, masks = frames[:, 0], masks[:, 0]
     black = torch.from_numpy(rng.random(len(idx)) < cfg.black_prob).to(dev)
     frames[black] = 0
     masks[black] = False
@@ -242,6 +251,7 @@ def stage2_step(
     dev = _model_device(model)
     frames = torch.from_numpy(data.frames[clips.reshape(-1)]).to(dev).reshape(bsz, k, *data.frames.shape[1:])
     masks = torch.from_numpy(data.masks[clips.reshape(-1)]).to(dev).reshape(bsz, k, *data.masks.shape[1:])
+    frames, masks = augment_clips(frames, masks, cfg.flip_prob, cfg.color_jitter, rng)
     black = torch.from_numpy(rng.random((bsz, k)) < cfg.black_prob).to(dev)
     black[:, 0] = False
     frames[black] = 0
@@ -296,13 +306,44 @@ def _save(out: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, progr
         (out / f"{name}.tmp").replace(out / name)
 
 
+def held_out_by_dataset(dirs: Sequence[Path], held: list[int]) -> dict[str, list[int]]:
+    """The held-out episodes `held` (numbered over `dirs` one after the other) as each dataset's own indices."""
+    out: dict[str, list[int]] = {}
+    offset = 0
+    for d in dirs:
+        n = len(Dataset(d))
+        out[str(d)] = [e - offset for e in held if offset <= e < offset + n]
+        offset += n
+    return out
+
+
+def _load_training_clips(dirs: Sequence[Path], train_eps: list[int], cfg: TrackerTrainConfig) -> TrackingClips:
+    sources = []
+    offset = 0
+    for d in dirs:
+        n = len(Dataset(d))
+        sources.append((d, sorted(e - offset for e in train_eps if offset <= e < offset + n)))
+        offset += n
+    return load_clips_from(sources, cfg.image_size, workers=min(8, os.cpu_count() or 1), crop=cfg.crop)
+
+
 def train_tracker(
-    data_dir: Path, out: Path, cfg: TrackerTrainConfig, *, log: Any = print, init: Path | None = None
+    data_dir: Path | Sequence[Path],
+    out: Path,
+    cfg: TrackerTrainConfig,
+    *,
+    log: Any = print,
+    init: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume training) the compact tracker; returns the final progress record.
 
+    data_dir: one dataset, or several trained on as one (episodes numbered over them in the order given; the
+    held-out split is drawn over all of them and recorded per dataset in `held_out_by_data`).
     init: weights (.safetensors) to start from instead of the random initialisation (ignored on resume).
     """
+    dirs = [data_dir] if isinstance(data_dir, Path) else [Path(d) for d in data_dir]
+    if not dirs:
+        raise ValueError("train_tracker needs at least one dataset directory")
     torch.manual_seed(cfg.seed)
     spec = tracker_spec("compact", cfg.image_size)
     model: Any = build_sam2(spec, device=cfg.device)
@@ -312,14 +353,16 @@ def train_tracker(
     torch.nn.init.constant_(last.bias, 2.0)
     if init is not None:
         load_weights(model, read_state_dict(init), str(init))
-    n = len(Dataset(data_dir))
+    n = sum(len(Dataset(d)) for d in dirs)
     train_eps, held = split_episodes(n, cfg.held_out, cfg.seed)
     progress: dict[str, Any] = {
         "stage": 1,
         "step": 0,
         "config": asdict(cfg),
+        "data": [str(d) for d in dirs],
         "train_episodes": train_eps,
         "held_out_episodes": held,
+        "held_out_by_data": held_out_by_dataset(dirs, held),
         "seconds": 0.0,
         "history": [],
     }
@@ -331,10 +374,16 @@ def train_tracker(
                 f"{out} was trained with crop {recorded}, but crop {cfg.crop} was given: resume with the same crop "
                 "or train into another --out"
             )
+        recorded_data = progress.get("data", [str(d) for d in dirs])
+        if recorded_data != [str(d) for d in dirs]:
+            raise ValueError(
+                f"{out} was trained on {recorded_data}, but {[str(d) for d in dirs]} was given: resume with the same "
+                "datasets in the same order or train into another --out"
+            )
         load_weights(model, read_state_dict(out / "tracker.safetensors"), str(out / "tracker.safetensors"))
         log(json.dumps({"resumed": True, "stage": progress["stage"], "step": progress["step"]}))
     t_load = time.monotonic()
-    data = load_clips(data_dir, cfg.image_size, sorted(train_eps), workers=min(8, os.cpu_count() or 1), crop=cfg.crop)
+    data = _load_training_clips(dirs, progress["train_episodes"], cfg)
     # re-index episodes within the loaded subset
     local = list(range(data.episodes))
     log(

@@ -1,6 +1,7 @@
 """`train_tracker` on a few simulated episodes at 64 px: both stages run and lower nothing to NaN, the weights
-record the crop they were trained on, a finished run resumes as finished, a resume with another crop is refused,
-and `load_clips` cuts the crop before resizing."""
+record the crop they were trained on, a finished run resumes as finished, a resume with another crop (or other
+datasets) is refused, `load_clips` cuts the crop before resizing, several datasets load and train as one, and the
+augmentation mirrors masks with their frames and recolours a clip alike."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ from pipeline.collect import CollectConfig, collect
 from pipeline.dataset.reader import Dataset
 from policy.sam2_build import checkpoint_crop
 from policy.tracker import crop_pixels
-from policy.tracker_data import load_clips
-from policy.train_tracker import TrackerTrainConfig, train_tracker
+from policy.tracker_augment import augment_clips
+from policy.tracker_data import load_clips, load_clips_from
+from policy.train_tracker import TrackerTrainConfig, held_out_by_dataset, train_tracker
 from robot.sim.config import CellConfig
 from robot.sim.scene import SceneRequest
 
@@ -103,3 +105,54 @@ def test_clips_prompted_on_the_first_frame_follow_it_or_jump_later() -> None:
     assert _clip(100, 103, cfg, rng) is None  # too short for a clip of 4 frames
     with pytest.raises(ValueError, match="first_frame_share"):
         _cfg(first_frame_share=1.5)
+
+
+@pytest.mark.slow
+@pytest.mark.render
+def test_several_datasets_train_as_one_and_a_resume_must_name_the_same(episodes: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    both = load_clips_from([(episodes, [2]), (episodes, [0, 1])], 64)
+    alone = [load_clips(episodes, 64, [e]) for e in (2, 0, 1)]
+    assert both.episodes == 3
+    for e, one in enumerate(alone):
+        a, b = both.episode_range(e)
+        assert np.array_equal(both.frames[a:b], one.frames)
+        assert np.array_equal(both.masks[a:b], one.masks)
+    # the same dataset twice: six episodes, two held out, each recorded in its own dataset's numbering
+    out = tmp_path / "run"
+    progress = train_tracker([episodes, episodes], out, _cfg(held_out=0.34), log=lambda _line: None)
+    assert progress["stage"] == 3
+    assert progress["data"] == [str(episodes), str(episodes)]
+    held = progress["held_out_episodes"]
+    assert len(held) == 2
+    assert held_out_by_dataset([episodes, episodes], held) == progress["held_out_by_data"]
+    with pytest.raises(ValueError, match=r"was trained on .* resume with the same datasets"):
+        train_tracker([episodes], out, _cfg(held_out=0.34), log=lambda _line: None)
+
+
+def test_augmentation_mirrors_mask_and_frame_together_and_recolours_a_clip_alike() -> None:
+    rng = np.random.default_rng(0)
+    frames = torch.from_numpy(rng.integers(0, 256, (4, 3, 8, 8, 3), dtype=np.uint8))
+    frames[:, 1] = frames[:, 0]  # two equal frames in every clip
+    frames[:, 2] = 0  # a black frame
+    masks = torch.zeros(4, 3, 8, 8, dtype=torch.bool)
+    masks[:, :, 2:5, 0:3] = True  # left side of the image
+    same_f, same_m = augment_clips(frames, masks, 0.0, 0.0, rng)
+    assert torch.equal(same_f, frames)
+    assert torch.equal(same_m, masks)
+    flipped_f, flipped_m = augment_clips(frames, masks, 1.0, 0.0, rng)
+    assert torch.equal(flipped_f, frames.flip(3))
+    assert bool(flipped_m[:, :, 2:5, 5:8].all())
+    assert not bool(flipped_m[:, :, :, 0:3].any())
+    out_f, out_m = augment_clips(frames, masks, 0.0, 0.3, rng)
+    assert torch.equal(out_m, masks)
+    assert not torch.equal(out_f, frames)
+    assert torch.equal(out_f[:, 0], out_f[:, 1])  # one draw per clip
+    assert not bool(out_f[:, 2].any())  # black stays black
+    assert torch.equal(frames[:, 1], frames[:, 0])  # the inputs are left as they were
+    with pytest.raises(ValueError, match=r"color_jitter must be .* within"):
+        augment_clips(frames, masks, 0.5, 0.9, rng)
+    with pytest.raises(ValueError, match="flip_prob must be a probability"):
+        _cfg(flip_prob=1.5)
+    with pytest.raises(ValueError, match="masks"):
+        augment_clips(frames, masks[:, :2], 0.5, 0.1, rng)
