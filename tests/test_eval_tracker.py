@@ -45,12 +45,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data
 
 
-def test_phase_and_covered_breakdown_match_the_frames(world: Path) -> None:
+def _true_masks(world: Path) -> list[npt.NDArray[np.bool_]]:
+    """Every episode's ground-truth target masks, (T, H, W) each."""
     ds = Dataset(world)
-    masks = []
+    out = []
     for e in range(len(ds)):
         ep = ds.load_episode(e)
-        masks.append(np.stack([ep.target_mask(t) for t in range(len(ep))]))
+        out.append(np.stack([ep.target_mask(t) for t in range(len(ep))]))
+    return out
+
+
+def test_phase_and_covered_breakdown_match_the_frames(world: Path) -> None:
+    masks = _true_masks(world)
     level = evaluate_tracker(cast(SAM2Tracker, HalfTracker(masks)), world, [0, 1], occlusions=(0.0,)).levels[0]
     scores: list[list[float]] = [[] for _ in range(PHASES)]
     covered = 0
@@ -104,11 +110,7 @@ class LagTracker:
 
 
 def test_recovery_separates_blackouts_cut_short_by_the_next(world: Path) -> None:
-    ds = Dataset(world)
-    masks = []
-    for e in range(len(ds)):
-        ep = ds.load_episode(e)
-        masks.append(np.stack([ep.target_mask(t) for t in range(len(ep))]))
+    masks = _true_masks(world)
     lag, p = 2, 0.4
     level = evaluate_tracker(cast(SAM2Tracker, LagTracker(masks, lag)), world, [0, 1], occlusions=(p,)).levels[0]
     # both kinds of blackout occur at this level in these episodes
