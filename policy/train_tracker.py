@@ -306,25 +306,19 @@ def _save(out: Path, model: torch.nn.Module, optim: torch.optim.Optimizer, progr
         (out / f"{name}.tmp").replace(out / name)
 
 
-def held_out_by_dataset(dirs: Sequence[Path], held: list[int]) -> dict[str, list[int]]:
-    """The held-out episodes `held` (numbered over `dirs` one after the other) as each dataset's own indices."""
-    out: dict[str, list[int]] = {}
+def _by_dataset(dirs: Sequence[Path], sizes: Sequence[int], episodes: list[int]) -> list[tuple[Path, list[int]]]:
+    """`episodes` (numbered over `dirs` one after the other, `sizes` episodes each) as each dataset's own indices."""
+    out = []
     offset = 0
-    for d in dirs:
-        n = len(Dataset(d))
-        out[str(d)] = [e - offset for e in held if offset <= e < offset + n]
+    for d, n in zip(dirs, sizes, strict=True):
+        out.append((d, sorted(e - offset for e in episodes if offset <= e < offset + n)))
         offset += n
     return out
 
 
-def _load_training_clips(dirs: Sequence[Path], train_eps: list[int], cfg: TrackerTrainConfig) -> TrackingClips:
-    sources = []
-    offset = 0
-    for d in dirs:
-        n = len(Dataset(d))
-        sources.append((d, sorted(e - offset for e in train_eps if offset <= e < offset + n)))
-        offset += n
-    return load_clips_from(sources, cfg.image_size, workers=min(8, os.cpu_count() or 1), crop=cfg.crop)
+def held_out_by_dataset(dirs: Sequence[Path], held: list[int]) -> dict[str, list[int]]:
+    """The held-out episodes `held` (numbered over `dirs` one after the other) as each dataset's own indices."""
+    return {str(d): eps for d, eps in _by_dataset(dirs, [len(Dataset(d)) for d in dirs], held)}
 
 
 def train_tracker(
@@ -353,8 +347,8 @@ def train_tracker(
     torch.nn.init.constant_(last.bias, 2.0)
     if init is not None:
         load_weights(model, read_state_dict(init), str(init))
-    n = sum(len(Dataset(d)) for d in dirs)
-    train_eps, held = split_episodes(n, cfg.held_out, cfg.seed)
+    sizes = [len(Dataset(d)) for d in dirs]
+    train_eps, held = split_episodes(sum(sizes), cfg.held_out, cfg.seed)
     progress: dict[str, Any] = {
         "stage": 1,
         "step": 0,
@@ -362,7 +356,7 @@ def train_tracker(
         "data": [str(d) for d in dirs],
         "train_episodes": train_eps,
         "held_out_episodes": held,
-        "held_out_by_data": held_out_by_dataset(dirs, held),
+        "held_out_by_data": {str(d): eps for d, eps in _by_dataset(dirs, sizes, held)},
         "seconds": 0.0,
         "history": [],
     }
@@ -383,7 +377,8 @@ def train_tracker(
         load_weights(model, read_state_dict(out / "tracker.safetensors"), str(out / "tracker.safetensors"))
         log(json.dumps({"resumed": True, "stage": progress["stage"], "step": progress["step"]}))
     t_load = time.monotonic()
-    data = _load_training_clips(dirs, progress["train_episodes"], cfg)
+    sources = _by_dataset(dirs, sizes, progress["train_episodes"])
+    data = load_clips_from(sources, cfg.image_size, workers=min(8, os.cpu_count() or 1), crop=cfg.crop)
     # re-index episodes within the loaded subset
     local = list(range(data.episodes))
     log(
