@@ -1,7 +1,8 @@
 """Changes to the compact tracker's training frames that keep the target's mask valid: a horizontal mirror and a
 colour change (brightness, contrast, saturation, a gain per channel), each drawn once per sample and applied alike
 to every frame of a clip, so that the memory sees one consistent scene. With a few hundred simulated scenes the
-tracker otherwise learns the scenes themselves (training IoU 0.89 against 0.73 on unseen scenes)."""
+tracker otherwise learns the scenes themselves (tracked over whole episodes: mIoU 0.89 on training episodes against
+0.73 on unseen ones)."""
 
 from __future__ import annotations
 
