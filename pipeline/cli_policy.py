@@ -80,7 +80,8 @@ def _cmd_eval_tracker(args: argparse.Namespace) -> int:
             if lv.blackouts:
                 print(
                     f"      recovery: {lv.recovery_censored} of {lv.blackouts} blackouts cut short by the next one "
-                    f"(counted at {RECOVERY_CAP}); the others {lv.recovery_uncensored_frames:.2f} frames"
+                    f"or the episode's end (counted at {RECOVERY_CAP}); the others {lv.recovery_uncensored_frames:.2f} "
+                    "frames"
                 )
     return 0
 

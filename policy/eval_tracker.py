@@ -4,8 +4,8 @@ Per occlusion level p (share of frames blacked out after the prompt frame, seede
 the frames it is visible and not blacked out; the same over the first `EARLY_FRAMES` tracked frames alone, while the
 arm is still far from the target (a tracker that learned to follow the gripper fails exactly there); recovery,
 the frames after a blackout ends until IoU >= 0.8 again (a track that does not get there within 10 frames, or
-before the next blackout, counts as 10; how many blackouts the next one cut short, and the mean over the others, are
-reported beside it);
+before the next blackout or the episode's end, counts as 10; how many blackouts were cut short so, and the mean over
+the others, are reported beside it);
 the share of blacked-out frames the tracker calls absent; and identity switches, the share of frames in scenes
 with a same-named twin where the predicted mask sits on the twin instead of the target. A copy-the-first-box
 baseline (the prompt box, held still) is measured on the same frames.
@@ -56,7 +56,8 @@ class LevelResult:
     phase_miou: tuple[float, ...] = ()
     covered_miou: float = float("nan")
     covered_frames: int = 0
-    #: blackouts that the next blackout cut short before the track reached `RECOVERED_IOU` (in the mean at the cap)
+    #: blackouts that the next blackout (or the episode's end) cut short before the track reached `RECOVERED_IOU`
+    #: (in the mean at the cap)
     recovery_censored: int = 0
     #: mean recovery over the other blackouts: those the track came back from, or did not within `RECOVERY_CAP`
     recovery_uncensored_frames: float = float("nan")
@@ -166,6 +167,9 @@ def evaluate_tracker(
                         cx, cy = xs.mean(), ys.mean()
                         if any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in twins):
                             switched += 1
+            if since_black:  # the episode ended before the track recovered: cut short, like a new blackout
+                recov.append(RECOVERY_CAP)
+                censored += 1
         levels.append(
             LevelResult(
                 occlusion=p,

@@ -121,3 +121,28 @@ def test_recovery_separates_blackouts_cut_short_by_the_next(world: Path) -> None
     assert level.recovery_uncensored_frames == pytest.approx(lag)
     total = level.recovery_censored * RECOVERY_CAP + (level.blackouts - level.recovery_censored) * lag
     assert level.recovery_frames == pytest.approx(total / level.blackouts)
+
+
+def test_a_blackout_the_episode_end_cuts_short_counts_at_the_cap(world: Path) -> None:
+    masks = _true_masks(world)
+    p, seed = 0.4, 0
+    never = LagTracker(masks, lag=10**9)  # after its first black frame it never finds the target again
+    level = evaluate_tracker(cast(SAM2Tracker, never), world, [0, 1], occlusions=(p,), seed=seed).levels[0]
+    # every blackout followed by a frame showing the target counts, at the cap, however the episode goes on
+    ds = Dataset(world)
+    expected, at_end = 0, 0
+    for e, m in enumerate(masks):
+        black = np.random.default_rng([seed, ds.episode_meta(e).seed, round(p * 1000)]).random(len(m)) < p
+        black[0] = False
+        pending, seen_after = False, 0
+        for t in range(len(m)):
+            if black[t]:
+                pending, seen_after = True, 0
+            elif m[t].any() and pending:
+                expected, pending, seen_after = expected + 1, False, 1
+            elif m[t].any() and seen_after:
+                seen_after += 1
+        at_end += int(0 < seen_after < RECOVERY_CAP)  # the last blackout had fewer than the cap's frames left
+    assert at_end > 0  # these episodes do end within the cap after a blackout: the check below counts them
+    assert level.blackouts == expected
+    assert level.recovery_frames == RECOVERY_CAP
