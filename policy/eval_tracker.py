@@ -78,6 +78,16 @@ def iou(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
     return 1.0 if union == 0 else int(np.count_nonzero(a & b)) / union
 
 
+def blackout_frames(frames: int, occlusion: float, seed: int, episode_seed: int) -> npt.NDArray[np.bool_]:
+    """Which of an episode's `frames` frames an evaluation blacks out at share `occlusion` (never the first).
+
+    Drawn from `seed`, the episode's own `episode_seed` and the level, so every tracker sees the same blackouts.
+    """
+    black = np.random.default_rng([seed, episode_seed, round(occlusion * 1000)]).random(frames) < occlusion
+    black[0] = False
+    return black
+
+
 def _box_mask(box: npt.NDArray[np.float32], shape: tuple[int, int]) -> npt.NDArray[np.bool_]:
     m = np.zeros(shape, dtype=bool)
     x0, y0, x1, y1 = (round(v) for v in box)
@@ -128,9 +138,7 @@ def evaluate_tracker(
         covered: list[float] = []
         for rgb, masks, box0, twins, ep_seed in loaded:
             first_area = max(int(np.count_nonzero(masks[0])), 1)
-            rng = np.random.default_rng([seed, ep_seed, round(p * 1000)])
-            black = rng.random(len(rgb)) < p
-            black[0] = False
+            black = blackout_frames(len(rgb), p, seed, ep_seed)
             prompt = _box_mask(box0, masks.shape[1:])
             since_black: int | None = None
             for t in range(len(rgb)):

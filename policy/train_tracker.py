@@ -316,9 +316,15 @@ def _by_dataset(dirs: Sequence[Path], sizes: Sequence[int], episodes: list[int])
     return out
 
 
-def held_out_by_dataset(dirs: Sequence[Path], held: list[int]) -> dict[str, list[int]]:
-    """The held-out episodes `held` (numbered over `dirs` one after the other) as each dataset's own indices."""
-    return {str(d): eps for d, eps in _by_dataset(dirs, [len(Dataset(d)) for d in dirs], held)}
+def held_out_by_dataset(
+    dirs: Sequence[Path], held: list[int], sizes: Sequence[int] | None = None
+) -> dict[str, list[int]]:
+    """The held-out episodes `held` (numbered over `dirs` one after the other) as each dataset's own indices.
+
+    sizes: each dataset's episode count (default: read from the datasets).
+    """
+    counts = [len(Dataset(d)) for d in dirs] if sizes is None else sizes
+    return {str(d): eps for d, eps in _by_dataset(dirs, counts, held)}
 
 
 def train_tracker(
@@ -356,7 +362,7 @@ def train_tracker(
         "data": [str(d) for d in dirs],
         "train_episodes": train_eps,
         "held_out_episodes": held,
-        "held_out_by_data": {str(d): eps for d, eps in _by_dataset(dirs, sizes, held)},
+        "held_out_by_data": held_out_by_dataset(dirs, held, sizes),
         "seconds": 0.0,
         "history": [],
     }

@@ -12,7 +12,7 @@ import pytest
 from tiny_world import tiny_world
 
 from pipeline.dataset.reader import Dataset
-from policy.eval_tracker import COVERED_SHARE, PHASES, RECOVERY_CAP, evaluate_tracker
+from policy.eval_tracker import COVERED_SHARE, PHASES, RECOVERY_CAP, blackout_frames, evaluate_tracker
 from policy.tracker import SAM2Tracker
 
 
@@ -132,8 +132,7 @@ def test_a_blackout_the_episode_end_cuts_short_counts_at_the_cap(world: Path) ->
     ds = Dataset(world)
     expected, at_end = 0, 0
     for e, m in enumerate(masks):
-        black = np.random.default_rng([seed, ds.episode_meta(e).seed, round(p * 1000)]).random(len(m)) < p
-        black[0] = False
+        black = blackout_frames(len(m), p, seed, ds.episode_meta(e).seed)
         pending, seen_after = False, 0
         for t in range(len(m)):
             if black[t]:
@@ -146,3 +145,12 @@ def test_a_blackout_the_episode_end_cuts_short_counts_at_the_cap(world: Path) ->
     assert at_end > 0  # these episodes do end within the cap after a blackout: the check below counts them
     assert level.blackouts == expected
     assert level.recovery_frames == RECOVERY_CAP
+
+
+def test_blackouts_never_cover_the_prompt_frame_and_repeat_for_the_same_episode() -> None:
+    black = blackout_frames(4000, 0.4, seed=3, episode_seed=17)
+    assert not black[0]
+    assert 0.37 < black.mean() < 0.43
+    assert np.array_equal(black, blackout_frames(4000, 0.4, seed=3, episode_seed=17))
+    assert not np.array_equal(black, blackout_frames(4000, 0.4, seed=3, episode_seed=18))
+    assert not blackout_frames(50, 0.0, seed=3, episode_seed=17).any()

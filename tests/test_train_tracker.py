@@ -130,6 +130,12 @@ def test_several_datasets_train_as_one_and_a_resume_must_name_the_same(episodes:
         train_tracker([episodes], out, _cfg(held_out=0.34), log=lambda _line: None)
 
 
+def test_held_out_episodes_are_renumbered_within_each_dataset() -> None:
+    dirs = [Path("a"), Path("b"), Path("c")]
+    assert held_out_by_dataset(dirs, [6, 1, 4, 8], sizes=[3, 4, 2]) == {"a": [1], "b": [1, 3], "c": [1]}
+    assert held_out_by_dataset(dirs, [], sizes=[3, 4, 2]) == {"a": [], "b": [], "c": []}
+
+
 def test_augmentation_mirrors_mask_and_frame_together_and_recolours_a_clip_alike() -> None:
     rng = np.random.default_rng(0)
     frames = torch.from_numpy(rng.integers(0, 256, (4, 3, 8, 8, 3), dtype=np.uint8))
