@@ -11,9 +11,11 @@ from its features keeps `half_lagging` near `half`; one that continues its joint
 heads run side by side on the same episodes, in one run.
 
 Use demonstrations no head trained on (e.g. `sam2grasp collect --episodes 40 --seed 900000 --noise-prob 0 --out
-data/probe --width 320 --height 240`, cached with the heads' tracker and feature spec). Place heads read each
-episode's recorded camera. A head trained with --grasp-yaw reads its own estimator's estimate on each episode's
-cached prompt frame, and its turn values are recomputed from the lagging arm as the agent would compute them.
+data/probe --width 320 --height 240`, cached with the heads' trackers and feature spec; each head reads the cache
+of the tracker weights its `tracker.json` names, so heads of different trackers compare on the same episodes).
+Place heads read each episode's recorded camera. A head trained with --grasp-yaw reads its own estimator's
+estimate on each episode's cached prompt frame, and its turn values are recomputed from the lagging arm as the
+agent would compute them; a --shape-input head reads the shape each episode's command names.
 
 Usage: python bench/wrist_probe.py --data DIR --policy P [--policy P2 ...] [--min-turn DEG] [--json]
 """
@@ -32,10 +34,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.train_grasp_yaw import grasp_yaw_samples
-from pipeline.train_policy import episode_arrays, find_cache
+from pipeline.train_policy import episode_arrays, episode_shapes, find_cache
 from policy.act import PolicyInput
+from policy.agent import read_tracker_info
 from policy.checkpoint import load_policy
-from policy.grasp_yaw import YAW_DIM, yaw_values
+from policy.grasp_yaw import SHAPE_NAMES, YAW_DIM, yaw_values
 
 WRIST = 5  # wrist_3 in the joint-space state and action
 
@@ -47,7 +50,9 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
     cfg = policy.config
     if cfg.action_mode != "joint":
         raise ValueError(f"{policy_dir}: the probe reads joint-space heads (wrist_3); this one is {cfg.action_mode!r}")
-    cache = find_cache(data, cfg.feature_spec)
+    # the features of the tracker this head learned from, when several trackers' caches lie under `data`
+    weights = (read_tracker_info(policy_dir) or {}).get("weights_sha256")
+    cache = find_cache(data, cfg.feature_spec, tracker_weights=None if weights is None else str(weights))
     estimates = None
     if policy.grasp_yaw is not None:
         net = policy.grasp_yaw
@@ -64,7 +69,12 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
         place_tcp_offset=cfg.place_tcp_offset if cfg.place else None,
         place_source=cfg.place_source,
         grasp_yaw=estimates,
+        # a shape-input head reads the shape each episode's command names (none hidden, as at run time)
+        shapes=episode_shapes(data, cache.episodes, hidden=0.0) if cfg.shape_input else None,
     )
+    # the grasp-yaw values come before the shape one-hot that ends a shape-input head's extras
+    yaw_end = cfg.extras_dim - (len(SHAPE_NAMES) if cfg.shape_input else 0)
+    yaw_slot = slice(yaw_end - YAW_DIM, yaw_end)
     k = cfg.chunk_size - 1
     ratios: dict[str, list[float]] = {"start": [], "half": [], "half_lagging": []}
     for e, ep in enumerate(episodes):
@@ -83,7 +93,7 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
         ):
             extras = ep.extras[t].copy()
             if estimates is not None:  # the turn left, from this (possibly lagging) arm
-                extras[-YAW_DIM:] = yaw_values(estimates.get(e), state[None], cfg.place_tcp_offset)[0]
+                extras[yaw_slot] = yaw_values(estimates.get(e), state[None], cfg.place_tcp_offset)[0]
             chunk = policy.predict_action_chunk(PolicyInput.from_numpy(ep.tokens[t], extras, state))[0].numpy()
             label = float(ep.action[min(t + k, len(ep) - 1), WRIST]) - start
             ratios[name].append((float(chunk[k, WRIST]) - start) / label)

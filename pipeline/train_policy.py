@@ -100,16 +100,19 @@ def _describe(directory: Path) -> str:
         state = "complete" if doc.get("complete") else "incomplete"
         return (
             f"{directory} (features {fields.get('features')}, tracker {fields.get('tracker')} at "
-            f"{fields.get('image_size')} px, {state})"
+            f"{fields.get('image_size')} px, weights {str(fields.get('weights_sha256'))[:12]}, {state})"
         )
     except (OSError, ValueError, AttributeError):
         return f"{directory} (unreadable manifest)"
 
 
-def find_cache(data: Path, features: str | None = None, cache: Path | None = None) -> FeatureCache:
+def find_cache(
+    data: Path, features: str | None = None, cache: Path | None = None, tracker_weights: str | None = None
+) -> FeatureCache:
     """The feature cache to train on: `cache` when given (its spec must be `features` when both are given), else
-    the one complete cache under `data/cache` of spec `features` (any spec when None); CacheError listing what
-    exists otherwise."""
+    the one complete cache under `data/cache` of spec `features` (any spec when None) and, when `tracker_weights`
+    is given, computed by the tracker whose weights hash to it (a head's `tracker.json` `weights_sha256`);
+    CacheError listing what exists otherwise."""
     if cache is not None:
         found = FeatureCache(Path(cache))
         if features is not None and found.spec.name != features:
@@ -123,12 +126,16 @@ def find_cache(data: Path, features: str | None = None, cache: Path | None = Non
             fc = FeatureCache(d)
         except CacheError:
             continue
-        if features is None or fc.spec.name == features:
+        if (features is None or fc.spec.name == features) and (
+            tracker_weights is None or fc.key.weights_sha256 == tracker_weights
+        ):
             candidates.append(fc)
     if len(candidates) == 1:
         return candidates[0]
     listing = "; ".join(_describe(d) for d in dirs) or "none"
     wanted = f"features {features!r}" if features else "any features"
+    if tracker_weights is not None:
+        wanted += f" from tracker weights {tracker_weights[:12]}"
     if not candidates:
         raise CacheError(
             f"no complete feature cache with {wanted} under {root}; caches there: {listing}. "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from pipeline.evaluate import SEED_BASE, EvalConfig, evaluate, run_trial
 from pipeline.train_policy import canonical_rotvec, episode_arrays, find_cache
 from policy.act import ACTPolicy
 from policy.agent import TRACKER_INFO_FILE, SAM2GraspAgent, load_agent
-from policy.cache import build_cache, cache_key, load_tracker
+from policy.cache import build_cache, cache_key, load_tracker, weights_sha256
+from policy.cache_store import CacheError
 from policy.checkpoint import load_policy, read_checkpoint_info
 from policy.features import parse_feature_spec
 from policy.sam2_build import save_safetensors, tracker_metadata, tracker_spec
@@ -133,6 +135,24 @@ def test_train_without_a_matching_cache_lists_the_caches(
     err = capsys.readouterr().err
     assert "no complete feature cache with features 'masked'" in err
     assert "features pooled2" in err
+
+
+def test_two_trackers_caches_are_told_apart_by_the_weights_a_head_names(
+    workspace: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "ds"
+    shutil.copytree(workspace["data"], data, ignore=shutil.ignore_patterns("cache"))
+    spec = parse_feature_spec("pooled2")
+    trackers = [load_tracker("compact", image_size=64, allow_random=True, seed=s) for s in (0, 1)]
+    for t in trackers:
+        build_cache(data, t, cache_key("compact", t, spec), progress=False)
+    with pytest.raises(CacheError, match=r"2 complete caches with features 'pooled2'.*weights [0-9a-f]{12}"):
+        find_cache(data, "pooled2")
+    for t in trackers:
+        weights = weights_sha256(t.model)
+        assert find_cache(data, "pooled2", tracker_weights=weights).key.weights_sha256 == weights
+    with pytest.raises(CacheError, match="no complete feature cache with features 'pooled2' from tracker weights 0000"):
+        find_cache(data, "pooled2", tracker_weights="0" * 64)
 
 
 def test_eval_reports_levels_with_wilson_bounds_and_writes_files(
@@ -632,6 +652,41 @@ def test_named_refined_grasp_yaw_head_reads_the_commands_shape_and_the_prompt_bo
     one_trial(report["policy_dir"], workspace, "yaw_named_eval")
     results = json.loads((workspace["root"] / "yaw_named_eval" / "results.json").read_text())
     assert "the target's shape as its command names it" in results["prompt"]
+
+
+def test_wrist_probe_gives_a_shape_input_head_its_shape_and_the_yaw_values_before_it(
+    workspace: dict[str, Path], yaw_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bench/wrist_probe.py` on a head with both grasp-yaw values and the shape input: every input it feeds ends
+    with the one-hot of the episode's target shape, and the yaw values (three probabilities first) sit just
+    before it, where training put them."""
+    from policy.grasp_yaw import SHAPE_NAMES, YAW_DIM, shape_code
+
+    out = workspace["root"] / "run_yaw_shape"
+    args = ["train", "--policy", "sam2grasp", "--data", str(yaw_data), "--out", str(out), "--place"]
+    args += ["--place-source", "prompt", "--grasp-yaw", "--grasp-yaw-named", "--shape-input"]
+    assert main([*args, "--epochs", "1", *TINY, "--json"]) == 0
+    policy_dir = Path(json.loads(capsys.readouterr().out)["policy_dir"])
+    fed: list[np.ndarray] = []
+    chunk_of = ACTPolicy.predict_action_chunk
+
+    def recording(self: ACTPolicy, inp: Any) -> Any:
+        fed.append(inp.extras.detach().cpu().numpy().reshape(-1).copy())
+        return chunk_of(self, inp)
+
+    monkeypatch.setattr(ACTPolicy, "predict_action_chunk", recording)
+    row = wrist_probe().probe(policy_dir, yaw_data, 0.0)
+    assert row["episodes"] > 0
+    assert len(fed) == 3 * row["episodes"]
+    dataset = Dataset(yaw_data)
+    shapes = {shape_code(o.shape).tobytes() for e in range(len(dataset)) for o in dataset.episode_meta(e).objects}
+    n = len(SHAPE_NAMES)
+    for extras in fed:
+        assert extras[-n:].tobytes() in shapes  # one of the scenes' shapes, as one-hot
+        assert extras[-n:].sum() == 1.0
+        probs = extras[-n - YAW_DIM : -n - YAW_DIM + 3]
+        assert np.all((probs >= 0) & (probs <= 1))
+        assert probs.sum() == pytest.approx(1.0, abs=1e-5)
 
 
 def test_shape_input_head_reads_the_named_shape_as_extras_and_hides_a_quarter_in_training(
