@@ -38,7 +38,7 @@ from pipeline.train_policy import episode_arrays, episode_shapes, find_cache
 from policy.act import PolicyInput
 from policy.agent import read_tracker_info
 from policy.checkpoint import load_policy
-from policy.grasp_yaw import SHAPE_NAMES, YAW_DIM, yaw_values
+from policy.grasp_yaw import yaw_values
 
 WRIST = 5  # wrist_3 in the joint-space state and action
 
@@ -72,9 +72,6 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
         # a shape-input head reads the shape each episode's command names (none hidden, as at run time)
         shapes=episode_shapes(data, cache.episodes, hidden=0.0) if cfg.shape_input else None,
     )
-    # the grasp-yaw values come before the shape one-hot that ends a shape-input head's extras
-    yaw_end = cfg.extras_dim - (len(SHAPE_NAMES) if cfg.shape_input else 0)
-    yaw_slot = slice(yaw_end - YAW_DIM, yaw_end)
     k = cfg.chunk_size - 1
     ratios: dict[str, list[float]] = {"start": [], "half": [], "half_lagging": []}
     for e, ep in enumerate(episodes):
@@ -93,7 +90,7 @@ def probe(policy_dir: Path, data: Path, min_turn_deg: float) -> dict[str, Any]:
         ):
             extras = ep.extras[t].copy()
             if estimates is not None:  # the turn left, from this (possibly lagging) arm
-                extras[yaw_slot] = yaw_values(estimates.get(e), state[None], cfg.place_tcp_offset)[0]
+                extras[cfg.yaw_columns] = yaw_values(estimates.get(e), state[None], cfg.place_tcp_offset)[0]
             chunk = policy.predict_action_chunk(PolicyInput.from_numpy(ep.tokens[t], extras, state))[0].numpy()
             label = float(ep.action[min(t + k, len(ep) - 1), WRIST]) - start
             ratios[name].append((float(chunk[k, WRIST]) - start) / label)

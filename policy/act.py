@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from policy.act_config import ACTConfig
-from policy.grasp_yaw import WRIST_3, YAW_DIM, GraspYawConfig, GraspYawNet, wrist_anchor
+from policy.grasp_yaw import WRIST_3, GraspYawConfig, GraspYawNet, wrist_anchor
 from policy.normalize import Normalizer
 
 
@@ -359,7 +359,7 @@ class ACTPolicy(nn.Module):
         `policy.grasp_yaw.wrist_anchor` of each input."""
         if not self.config.wrist_anchor:
             return actions
-        anchor = wrist_anchor(state, extras[:, -YAW_DIM:])
+        anchor = wrist_anchor(state, extras[:, self.config.yaw_columns])
         out = actions.clone()
         out[:, :, WRIST_3] += anchor[:, None] if inverse else -anchor[:, None]
         return out

@@ -219,6 +219,13 @@ class ACTConfig:
         return parse_feature_spec(self.feature_spec).extras_dim if self.place else None
 
     @property
+    def yaw_columns(self) -> slice:
+        """Where a grasp_yaw head's grasp-yaw values (`policy.grasp_yaw.YAW_VALUE_NAMES`) lie in its extras: just
+        before the shape one-hot of a shape_input head, else at the end."""
+        end = self.extras_dim - (len(SHAPE_NAMES) if self.shape_input else 0)
+        return slice(end - YAW_DIM, end)
+
+    @property
     def action_steps(self) -> int:
         """Actions taken from each chunk by `select_action` without ensembling."""
         return self.chunk_size if self.n_action_steps is None else self.n_action_steps

@@ -392,6 +392,45 @@ def test_wrist_anchor_head_predicts_wrist_3_relative_to_the_estimated_turn() -> 
     assert stats.action_mean[0] == pytest.approx(ep.action[:, 0].mean(), abs=1e-5)
 
 
+def test_a_shape_input_wrist_anchor_head_anchors_on_its_yaw_values_not_the_shape_one_hot() -> None:
+    """With the shape input the grasp-yaw values are not the last extras (the shape one-hot is): the anchor is
+    taken from `ACTConfig.yaw_columns`, the columns training and the agent put the yaw values in."""
+    from dataclasses import replace
+
+    from conftest import tiny_config
+
+    from policy.act import ACTPolicy, PolicyInput
+    from policy.features import parse_feature_spec
+    from policy.grasp_yaw import SHAPE_NAMES, WRIST_3, shape_code, wrist_anchor
+    from policy.place import PLACE_DIM
+
+    spec = parse_feature_spec("pooled2+shape")
+    n = spec.num_tokens()
+    base = spec.extras_dim + PLACE_DIM
+    plain_cfg = tiny_config("pooled2+shape", n, extras_dim=base + YAW_DIM, place=True, grasp_yaw=True)
+    assert plain_cfg.yaw_columns == slice(base, base + YAW_DIM)
+    cfg = replace(plain_cfg, extras_dim=base + YAW_DIM + len(SHAPE_NAMES), shape_input=True, wrist_anchor=True)
+    assert cfg.yaw_columns == slice(base, base + YAW_DIM)
+    torch.manual_seed(0)
+    anchored = ACTPolicy(cfg).eval()
+    plain = ACTPolicy(replace(cfg, wrist_anchor=False)).eval()
+    plain.load_state_dict(anchored.state_dict())
+    rng = np.random.default_rng(2)
+    b = 3
+    extras = rng.normal(size=(b, cfg.extras_dim)).astype(np.float32)
+    extras[:, base : base + 3] = rng.dirichlet(np.ones(3), b)  # order probabilities
+    extras[:, base + YAW_DIM :] = shape_code("box")
+    inp = PolicyInput(
+        torch.from_numpy(rng.normal(size=(b, n, 8)).astype(np.float32)),
+        torch.from_numpy(extras),
+        torch.from_numpy(rng.normal(size=(b, 7)).astype(np.float32)),
+    )
+    anchor = wrist_anchor(inp.state, inp.extras[:, base : base + YAW_DIM])
+    assert not torch.allclose(anchor, wrist_anchor(inp.state, inp.extras[:, -YAW_DIM:]))
+    a, p = anchored.predict_action_chunk(inp), plain.predict_action_chunk(inp)
+    torch.testing.assert_close(a[:, :, WRIST_3], p[:, :, WRIST_3] + anchor[:, None])
+
+
 def test_named_and_refined_estimators_are_head_options_checked_against_the_estimator_given(tmp_path: Path) -> None:
     """ACTConfig's grasp_yaw_named / grasp_yaw_mask need grasp_yaw and a known mask source; the policy builds its
     estimator with them (its weights' input size follows the name), and training refuses an estimator fitted with
