@@ -319,6 +319,19 @@ def test_a_grasp_yaw_head_carries_its_frozen_estimator() -> None:
             train_head([episode(0), episode(1)], [], config, train_cfg, out / "b", log=None, grasp_yaw=other)
 
 
+def _anchored_and_plain(cfg: Any) -> tuple[Any, Any]:
+    """A wrist_anchor head of `cfg` (seed 0) and the same network without the anchor, sharing its weights."""
+    from dataclasses import replace
+
+    from policy.act import ACTPolicy
+
+    torch.manual_seed(0)
+    anchored = ACTPolicy(cfg).eval()
+    plain = ACTPolicy(replace(cfg, wrist_anchor=False)).eval()
+    plain.load_state_dict(anchored.state_dict())
+    return anchored, plain
+
+
 def test_wrist_anchor_head_predicts_wrist_3_relative_to_the_estimated_turn() -> None:
     """A wrist_anchor head's chunks are its network's chunks with wrist_3 moved by the anchor (the state's wrist_3
     less the order-weighted turn left; turning wrist_3 by +d turns a downward tool's yaw by -d), its loss is the
@@ -327,7 +340,7 @@ def test_wrist_anchor_head_predicts_wrist_3_relative_to_the_estimated_turn() -> 
 
     from conftest import tiny_config
 
-    from policy.act import ACTPolicy, PolicyInput, PolicyTarget
+    from policy.act import PolicyInput, PolicyTarget
     from policy.features import parse_feature_spec
     from policy.grasp_yaw import WRIST_3, expected_turn, wrist_anchor
     from policy.normalize import compute_stats
@@ -349,10 +362,7 @@ def test_wrist_anchor_head_predicts_wrist_3_relative_to_the_estimated_turn() -> 
     anchored_cfg = tiny_config("pooled2+shape", n, extras_dim=extras_dim, place=True, grasp_yaw=True, wrist_anchor=True)
     with pytest.raises(ValueError, match="wrist_anchor needs"):
         replace(anchored_cfg, action_mode="ee")
-    torch.manual_seed(0)
-    anchored = ACTPolicy(anchored_cfg).eval()
-    plain = ACTPolicy(replace(anchored_cfg, wrist_anchor=False)).eval()
-    plain.load_state_dict(anchored.state_dict())
+    anchored, plain = _anchored_and_plain(anchored_cfg)
     rng = np.random.default_rng(1)
     b = 4
     extras = rng.normal(size=(b, extras_dim)).astype(np.float32)
@@ -399,7 +409,7 @@ def test_a_shape_input_wrist_anchor_head_anchors_on_its_yaw_values_not_the_shape
 
     from conftest import tiny_config
 
-    from policy.act import ACTPolicy, PolicyInput
+    from policy.act import PolicyInput
     from policy.features import parse_feature_spec
     from policy.grasp_yaw import SHAPE_NAMES, WRIST_3, shape_code, wrist_anchor
     from policy.place import PLACE_DIM
@@ -411,10 +421,7 @@ def test_a_shape_input_wrist_anchor_head_anchors_on_its_yaw_values_not_the_shape
     assert plain_cfg.yaw_columns == slice(base, base + YAW_DIM)
     cfg = replace(plain_cfg, extras_dim=base + YAW_DIM + len(SHAPE_NAMES), shape_input=True, wrist_anchor=True)
     assert cfg.yaw_columns == slice(base, base + YAW_DIM)
-    torch.manual_seed(0)
-    anchored = ACTPolicy(cfg).eval()
-    plain = ACTPolicy(replace(cfg, wrist_anchor=False)).eval()
-    plain.load_state_dict(anchored.state_dict())
+    anchored, plain = _anchored_and_plain(cfg)
     rng = np.random.default_rng(2)
     b = 3
     extras = rng.normal(size=(b, cfg.extras_dim)).astype(np.float32)
